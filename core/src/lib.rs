@@ -1,0 +1,62 @@
+//! Pixel Recurrent Neural Networks (van den Oord, Kalchbrenner and Kavukcuoglu, 2016)
+//! on WebGPU.
+//!
+//! Every kernel is a WGSL file under `shaders/` with a plain CPU twin in this crate;
+//! the GPU side never blocks (readback is `async`), so the same library runs natively
+//! through wgpu and in the browser through WebGPU.
+//!
+//! - [`conv`]: masked convolutions (masks A and B, R/G/B groups), forward and backward.
+//! - [`ops`]: ReLU, the 256-way softmax loss, RMSProp and Adam.
+//! - [`model`]: the PixelCNN architecture, its parameters and a CPU reference model.
+//! - [`network`]: the PixelCNN recorded on the GPU, training step in one submission.
+//! - [`sample`]: sampling and completion of occluded images.
+//! - [`checkpoint`]: safetensors checkpoints.
+//! - [`data`]: Fashion-MNIST, CIFAR-10 and image-folder datasets.
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod conv;
+pub mod data;
+pub mod gpu;
+pub mod model;
+pub mod network;
+pub mod ops;
+pub mod sample;
+
+/// Everything that can go wrong on bad input or a failing device.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The GPU could not be opened or failed.
+    #[error("GPU: {0}")]
+    Gpu(String),
+    /// A model configuration is invalid or does not match the weights.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A dataset file or image is missing, corrupt or of the wrong shape.
+    #[error("data: {0}")]
+    Data(String),
+    /// A checkpoint is missing, truncated or foreign.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Training diverged.
+    #[error("loss became {value} at step {step}; lower --lr")]
+    Diverged {
+        /// The step whose loss was not finite.
+        step: u64,
+        /// The loss value.
+        value: f64,
+    },
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,356 @@
+//! A PixelCNN recorded on the GPU for a fixed batch size: every buffer and launch is
+//! made once, and a training step is one command buffer with no readback.
+
+use crate::conv::{ConvBuffers, ConvOp, Grid};
+use crate::gpu::{self, Dispatch, Gpu, View};
+use crate::model::{encode_input, ParamLayout, PixelCnnConfig};
+use crate::ops::{self, Optimizer, OptimizerOp, LEVELS};
+use crate::Error;
+
+/// What a [`Network`] is built to do besides the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Mode {
+    /// Record the backward pass and this optimizer's update.
+    pub optimizer: Option<Optimizer>,
+    /// Record the backward pass down to the input (for tests of causality).
+    pub input_grad: bool,
+}
+
+/// The GPU PixelCNN for batches of `batch` images.
+#[derive(Debug)]
+pub struct Network {
+    gpu: Gpu,
+    /// The architecture.
+    pub config: PixelCnnConfig,
+    /// Images per batch.
+    pub batch: usize,
+    /// Where each convolution's parameters are in [`Network::params`].
+    pub layout: ParamLayout,
+    /// All parameters, packed.
+    pub params: wgpu::Buffer,
+    /// Their gradients (when built with a backward pass).
+    pub grads: wgpu::Buffer,
+    /// Optimizer moments m and v.
+    pub moments: [wgpu::Buffer; 2],
+    input: wgpu::Buffer,
+    target: wgpu::Buffer,
+    /// Logits `[P, C * 256]` of the last forward pass.
+    pub logits: wgpu::Buffer,
+    /// NLL per sub-pixel `[P, C]` in nats, from the last loss pass.
+    pub nll: wgpu::Buffer,
+    /// Gradient of the loss w.r.t. the logits.
+    pub dlogits: wgpu::Buffer,
+    /// Gradient w.r.t. the encoded input `[P, C]` (when built with `input_grad`).
+    pub dinput: wgpu::Buffer,
+    /// Running sum of the NLL (nats) over training steps since the last reset.
+    pub loss_sum: wgpu::Buffer,
+    forward: Vec<Dispatch>,
+    loss: Vec<Dispatch>,
+    backward: Vec<Dispatch>,
+    optimizer: Option<OptimizerOp>,
+    step: u64,
+}
+
+impl Network {
+    /// Builds the network with parameters `params` (packed, see [`ParamLayout`]).
+    pub fn new(
+        gpu: &Gpu,
+        config: PixelCnnConfig,
+        batch: usize,
+        params: &[f32],
+        mode: Mode,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        let layout = ParamLayout::new(&config);
+        if params.len() != layout.len {
+            return Err(Error::Config(format!(
+                "{} parameter values given, the configuration needs {}",
+                params.len(),
+                layout.len
+            )));
+        }
+        let grid = Grid {
+            batch,
+            height: config.size,
+            width: config.size,
+        };
+        let p = grid.pixels();
+        let c = config.channels;
+        let h = config.hidden;
+        let train = mode.optimizer.is_some() || mode.input_grad;
+        let maps = |label: &str, ch: usize| View::whole(&gpu.zeros(label, p * ch));
+        let grad_maps =
+            |label: &str, ch: usize| View::whole(&gpu.zeros(label, if train { p * ch } else { 1 }));
+
+        let params_buf = gpu.buffer_from("params", params);
+        let grads = gpu.zeros("grads", if train { layout.len } else { 1 });
+        let opt_len = if mode.optimizer.is_some() {
+            layout.len
+        } else {
+            1
+        };
+        let moments = [gpu.zeros("m", opt_len), gpu.zeros("v", opt_len)];
+        let input = maps("input", c);
+        let target = maps("target", c);
+        let logits = maps("logits", c * LEVELS);
+        let nll = maps("nll", c);
+        let dlogits = maps("dlogits", c * LEVELS);
+        let dinput = grad_maps("dinput", c);
+        let loss_sum = gpu.zeros("loss sum", 1);
+
+        let param_view = |i: usize| View {
+            buffer: params_buf.clone(),
+            offset: layout.offsets[i],
+            len: layout.convs[i].len(),
+        };
+        let grad_view = |i: usize| View {
+            buffer: grads.clone(),
+            offset: layout.offsets[i],
+            len: layout.convs[i].len(),
+        };
+        let conv = |i: usize, x: &View, y: &View, dy: Option<&View>, dx: Option<&View>| {
+            let g = grad_view(i);
+            ConvOp::new(
+                gpu,
+                &layout.convs[i],
+                grid,
+                &ConvBuffers {
+                    x,
+                    params: &param_view(i),
+                    y,
+                    dy: dy.filter(|_| train),
+                    dparams: Some(&g).filter(|_| train),
+                    dx: dx.filter(|_| train),
+                },
+            )
+        };
+
+        // Scratch gradients, shared by every block.
+        let dh = grad_maps("dh", 2 * h);
+        let g2h = [grad_maps("g2h a", 2 * h), grad_maps("g2h b", 2 * h)];
+        let gh = [grad_maps("gh a", h), grad_maps("gh b", h)];
+        let go = [
+            grad_maps("go a", config.out_hidden),
+            grad_maps("go b", config.out_hidden),
+        ];
+
+        let mut forward = Vec::new();
+        let mut backward = Vec::new();
+
+        // h = conv7x7_A(x); its backward runs last.
+        let hs = maps("h", 2 * h);
+        let dx = mode.input_grad.then_some(&dinput);
+        let first = conv(0, &input, &hs, Some(&dh), dx);
+        forward.extend(first.forward);
+        let mut first_backward = first.backward;
+
+        // Residual blocks: h += W3 ReLU(W2 ReLU(W1 ReLU(h))).
+        let mut block_backward = Vec::new();
+        for l in 0..config.layers {
+            let r1 = maps("r1", 2 * h);
+            let b1 = maps("b1", h);
+            let r2 = maps("r2", h);
+            let b2 = maps("b2", h);
+            let r3 = maps("r3", h);
+            let b3 = maps("b3", 2 * h);
+            let c1 = conv(1 + 3 * l, &r1, &b1, Some(&gh[1]), Some(&g2h[0]));
+            let c2 = conv(2 + 3 * l, &r2, &b2, Some(&gh[1]), Some(&gh[0]));
+            let c3 = conv(3 + 3 * l, &r3, &b3, Some(&dh), Some(&gh[0]));
+
+            forward.push(ops::relu(gpu, &hs, &r1));
+            forward.extend(c1.forward);
+            forward.push(ops::relu(gpu, &b1, &r2));
+            forward.extend(c2.forward);
+            forward.push(ops::relu(gpu, &b2, &r3));
+            forward.extend(c3.forward);
+            forward.push(ops::add_into(gpu, &b3, &hs));
+
+            let mut back = c3.backward;
+            if train {
+                back.push(ops::relu_backward(gpu, &gh[0], &r3, &gh[1]));
+                back.extend(c2.backward);
+                back.push(ops::relu_backward(gpu, &gh[0], &r2, &gh[1]));
+                back.extend(c1.backward);
+                back.push(ops::relu_backward(gpu, &g2h[0], &r1, &g2h[1]));
+                back.push(ops::add_into(gpu, &g2h[1], &dh));
+            }
+            block_backward.push(back);
+        }
+
+        // Output stack: logits = W_out2 ReLU(W_out1 ReLU(h)).
+        let n = layout.convs.len();
+        let ro = maps("ro", 2 * h);
+        let o1 = maps("o1", config.out_hidden);
+        let ro2 = maps("ro2", config.out_hidden);
+        let out1 = conv(n - 2, &ro, &o1, Some(&go[1]), Some(&g2h[0]));
+        let out2 = conv(n - 1, &ro2, &logits, Some(&dlogits), Some(&go[0]));
+        forward.push(ops::relu(gpu, &hs, &ro));
+        forward.extend(out1.forward);
+        forward.push(ops::relu(gpu, &o1, &ro2));
+        forward.extend(out2.forward);
+
+        let rows = p * c;
+        let loss = vec![
+            ops::softmax_nll(gpu, &logits, &target, &nll, &dlogits, 1.0 / rows as f32),
+            ops::sum_all(gpu, &nll, &View::whole(&loss_sum), true),
+        ];
+
+        if train {
+            backward.extend(out2.backward);
+            backward.push(ops::relu_backward(gpu, &go[0], &ro2, &go[1]));
+            backward.extend(out1.backward);
+            backward.push(ops::relu_backward(gpu, &g2h[0], &ro, &dh));
+            for back in block_backward.into_iter().rev() {
+                backward.extend(back);
+            }
+            backward.append(&mut first_backward);
+        }
+
+        let optimizer = mode.optimizer.map(|o| {
+            let whole = |b: &wgpu::Buffer| View::whole(b);
+            OptimizerOp::new(
+                gpu,
+                o,
+                &whole(&params_buf),
+                &whole(&grads),
+                &whole(&moments[0]),
+                &whole(&moments[1]),
+            )
+        });
+
+        Ok(Self {
+            gpu: gpu.clone(),
+            config,
+            batch,
+            layout,
+            params: params_buf,
+            grads,
+            moments,
+            input: input.buffer,
+            target: target.buffer,
+            logits: logits.buffer,
+            nll: nll.buffer,
+            dlogits: dlogits.buffer,
+            dinput: dinput.buffer,
+            loss_sum,
+            forward,
+            loss,
+            backward,
+            optimizer,
+            step: 0,
+        })
+    }
+
+    /// The GPU this network runs on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Uploads `images` `[batch, H, W, C]` as the input and the targets.
+    pub fn set_images(&self, images: &[u8]) -> Result<(), Error> {
+        let expected = self.batch * self.config.dims();
+        if images.len() != expected {
+            return Err(Error::Data(format!(
+                "batch of {} bytes given, the network takes {expected}",
+                images.len()
+            )));
+        }
+        let q = &self.gpu.queue;
+        q.write_buffer(&self.input, 0, bytemuck::cast_slice(&encode_input(images)));
+        let target: Vec<u32> = images.iter().map(|&v| v as u32).collect();
+        q.write_buffer(&self.target, 0, bytemuck::cast_slice(&target));
+        Ok(())
+    }
+
+    /// Submits the forward pass and the loss (NLL per sub-pixel into [`Network::nll`]).
+    pub fn forward(&self) {
+        gpu::submit(&self.gpu, &[&self.forward, &self.loss]);
+    }
+
+    /// Submits the forward pass alone (logits only).
+    pub fn forward_logits(&self) {
+        gpu::submit(&self.gpu, &[&self.forward]);
+    }
+
+    /// Submits one training step on the current images: forward, loss, backward and
+    /// the optimizer update, in one command buffer. The loss is added to
+    /// [`Network::loss_sum`] on the GPU; nothing is read back.
+    pub fn train_step(&mut self) {
+        let opt = self
+            .optimizer
+            .as_ref()
+            .expect("network built without an optimizer");
+        self.step += 1;
+        opt.prepare(&self.gpu, self.step);
+        gpu::submit(
+            &self.gpu,
+            &[
+                &self.forward,
+                &self.loss,
+                &self.backward,
+                &[opt.dispatch.clone()],
+            ],
+        );
+    }
+
+    /// The forward and backward passes from the gradient now in [`Network::dlogits`]
+    /// (no loss, no update).
+    pub fn backward_from_dlogits(&self) {
+        gpu::submit(&self.gpu, &[&self.forward, &self.backward]);
+    }
+
+    /// The forward pass, the loss and the backward pass, without an update.
+    pub fn loss_and_grad(&self) {
+        gpu::submit(&self.gpu, &[&self.forward, &self.loss, &self.backward]);
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Sets the optimizer step count (when resuming).
+    pub fn set_step(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    /// Reads the mean NLL (nats per sub-pixel) over the steps since the last call and
+    /// resets the running sum: the one readback of training.
+    pub async fn take_mean_loss(&self, steps: u64) -> Result<f64, Error> {
+        let sum = self.gpu.read(&self.loss_sum, 0, 1).await?[0] as f64;
+        self.gpu
+            .queue
+            .write_buffer(&self.loss_sum, 0, bytemuck::bytes_of(&0.0f32));
+        let rows = (self.batch * self.config.dims()) as f64;
+        Ok(sum / (rows * steps.max(1) as f64))
+    }
+
+    /// Reads the packed parameters.
+    pub async fn read_params(&self) -> Result<Vec<f32>, Error> {
+        self.gpu.read(&self.params, 0, self.layout.len).await
+    }
+
+    /// Reads the optimizer moments (m, v).
+    pub async fn read_moments(&self) -> Result<(Vec<f32>, Vec<f32>), Error> {
+        let m = self.gpu.read_all(&self.moments[0]).await?;
+        let v = self.gpu.read_all(&self.moments[1]).await?;
+        Ok((m, v))
+    }
+
+    /// Overwrites the optimizer moments (when resuming).
+    pub fn write_moments(&self, m: &[f32], v: &[f32]) -> Result<(), Error> {
+        for (buf, data) in self.moments.iter().zip([m, v]) {
+            if (buf.size() / 4) as usize != data.len() {
+                return Err(Error::Config(format!(
+                    "optimizer state has {} values, the network needs {}",
+                    data.len(),
+                    buf.size() / 4
+                )));
+            }
+            self.gpu
+                .queue
+                .write_buffer(buf, 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+}
