@@ -316,7 +316,7 @@ pub struct ConvBuffers<'a> {
     pub y: &'a View,
     /// Gradient of the loss w.r.t. y, `[P, C_out]`: set to record a backward pass.
     pub dy: Option<&'a View>,
-    /// Where the packed parameter gradient goes.
+    /// Where the packed parameter gradient goes, if wanted.
     pub dparams: Option<&'a View>,
     /// Where the input gradient `[P, C_in]` goes, if wanted.
     pub dx: Option<&'a View>,
@@ -364,26 +364,31 @@ impl ConvOp {
         )];
 
         let mut backward = Vec::new();
-        if let (Some(dy), Some(dparams)) = (b.dy, b.dparams) {
-            assert_eq!(s.out_ch % 4, 0, "output channels must be a multiple of 4");
-            let in_pad = round_up(s.in_ch, 4);
-            let chunks = pixels.div_ceil(GRAD_CHUNK);
-            let grad = GradUniform {
-                pixels: pixels as u32,
-                height: grid.height as u32,
-                width: grid.width as u32,
-                k: s.k as u32,
-                taps: s.taps() as u32,
-                in_ch: s.in_ch as u32,
-                out_ch: s.out_ch as u32,
-                out_pad: layout.out_pad as u32,
-                in_pad: in_pad as u32,
-                chunk: GRAD_CHUNK as u32,
-                chunks: chunks as u32,
-                mask_b: (s.mask == Mask::B) as u32,
-                groups: s.groups as u32,
-                _pad: [0; 3],
-            };
+        let Some(dy) = b.dy else {
+            return Self { forward, backward };
+        };
+        assert_eq!(s.out_ch % 4, 0, "output channels must be a multiple of 4");
+        let in_pad = round_up(s.in_ch, 4);
+        let chunks = pixels.div_ceil(GRAD_CHUNK);
+        let grad = GradUniform {
+            pixels: pixels as u32,
+            height: grid.height as u32,
+            width: grid.width as u32,
+            k: s.k as u32,
+            taps: s.taps() as u32,
+            in_ch: s.in_ch as u32,
+            out_ch: s.out_ch as u32,
+            out_pad: layout.out_pad as u32,
+            in_pad: in_pad as u32,
+            chunk: GRAD_CHUNK as u32,
+            chunks: chunks as u32,
+            mask_b: (s.mask == Mask::B) as u32,
+            groups: s.groups as u32,
+            _pad: [0; 3],
+        };
+
+        // dW and db: partial sums over chunks of pixels, then their masked sum.
+        if let Some(dparams) = b.dparams {
             let uniform = gpu.uniform("conv grad", &grad);
             let partial = View::whole(&gpu.zeros(
                 "conv grad partial",
@@ -413,38 +418,38 @@ impl ConvOp {
                 &[(1, &partial), (2, dy), (3, &dweights), (4, &dbias)],
                 grid_1d(layout.weight_len() + layout.out_pad, 64),
             ));
+        }
 
-            if let Some(dx) = b.dx {
-                // dx is the transposed convolution of dy with w^T [T, C_out, C_in pad 16].
-                let in_pad16 = round_up(s.in_ch, 16);
-                let transpose = GradUniform {
-                    in_pad: in_pad16 as u32,
-                    ..grad
-                };
-                let w_t = View::whole(&gpu.zeros("w^T", s.taps() * s.out_ch * in_pad16));
-                backward.push(Dispatch::new(
-                    gpu,
-                    &k.conv_transpose_weights,
-                    &gpu.uniform("transpose", &transpose),
-                    &[(1, &weights), (2, &w_t)],
-                    grid_1d(w_t.len, 64),
-                ));
-                let back = ForwardUniform {
-                    in_ch: s.out_ch as u32,
-                    out_ch: s.in_ch as u32,
-                    out_pad: in_pad16 as u32,
-                    dir: -1,
-                    has_bias: 0,
-                    ..fwd
-                };
-                backward.push(Dispatch::new(
-                    gpu,
-                    &k.conv_forward,
-                    &gpu.uniform("conv backward input", &back),
-                    &[(1, dy), (2, &w_t), (3, &bias), (4, dx)],
-                    [conv_grid[0], (in_pad16 / 16) as u32, 1],
-                ));
-            }
+        // dx: the transposed convolution of dy with w^T [T, C_out, C_in padded to 16].
+        if let Some(dx) = b.dx {
+            let in_pad16 = round_up(s.in_ch, 16);
+            let transpose = GradUniform {
+                in_pad: in_pad16 as u32,
+                ..grad
+            };
+            let w_t = View::whole(&gpu.zeros("w^T", s.taps() * s.out_ch * in_pad16));
+            backward.push(Dispatch::new(
+                gpu,
+                &k.conv_transpose_weights,
+                &gpu.uniform("transpose", &transpose),
+                &[(1, &weights), (2, &w_t)],
+                grid_1d(w_t.len, 64),
+            ));
+            let back = ForwardUniform {
+                in_ch: s.out_ch as u32,
+                out_ch: s.in_ch as u32,
+                out_pad: in_pad16 as u32,
+                dir: -1,
+                has_bias: 0,
+                ..fwd
+            };
+            backward.push(Dispatch::new(
+                gpu,
+                &k.conv_forward,
+                &gpu.uniform("conv backward input", &back),
+                &[(1, dy), (2, &w_t), (3, &bias), (4, dx)],
+                [conv_grid[0], (in_pad16 / 16) as u32, 1],
+            ));
         }
         Self { forward, backward }
     }

@@ -12,6 +12,8 @@ use crate::Error;
 pub struct Mode {
     /// Record the backward pass and this optimizer's update.
     pub optimizer: Option<Optimizer>,
+    /// Record the parameter gradients (implied by an optimizer).
+    pub param_grads: bool,
     /// Record the backward pass down to the input (for tests of causality).
     pub input_grad: bool,
 }
@@ -77,13 +79,14 @@ impl Network {
         let p = grid.pixels();
         let c = config.channels;
         let h = config.hidden;
-        let train = mode.optimizer.is_some() || mode.input_grad;
+        let param_grads = mode.optimizer.is_some() || mode.param_grads;
+        let train = param_grads || mode.input_grad;
         let maps = |label: &str, ch: usize| View::whole(&gpu.zeros(label, p * ch));
         let grad_maps =
             |label: &str, ch: usize| View::whole(&gpu.zeros(label, if train { p * ch } else { 1 }));
 
         let params_buf = gpu.buffer_from("params", params);
-        let grads = gpu.zeros("grads", if train { layout.len } else { 1 });
+        let grads = gpu.zeros("grads", if param_grads { layout.len } else { 1 });
         let opt_len = if mode.optimizer.is_some() {
             layout.len
         } else {
@@ -119,7 +122,7 @@ impl Network {
                     params: &param_view(i),
                     y,
                     dy: dy.filter(|_| train),
-                    dparams: Some(&g).filter(|_| train),
+                    dparams: Some(&g).filter(|_| param_grads),
                     dx: dx.filter(|_| train),
                 },
             )
