@@ -1,1 +1,255 @@
-//! Checkpoints.
+//! Checkpoints in safetensors, with the model configuration in the metadata.
+//!
+//! Tensor names and layouts are documented in `docs/checkpoint.md`: each convolution
+//! is stored as a PyTorch-style `[C_out, C_in, k, k]` weight (masked entries zero)
+//! and a `[C_out]` bias; the optimizer state, when present, is stored flat.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::conv::{self, tap_offset, ConvShape};
+use crate::model::{ParamLayout, PixelCnnConfig};
+use crate::Error;
+
+/// The value of the `format` metadata key that marks our checkpoints.
+pub const FORMAT: &str = "pixelrnn";
+
+/// Optimizer state saved for resuming.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    /// `rmsprop` or `adam`.
+    pub name: String,
+    /// Steps taken.
+    pub step: u64,
+    /// First moments, in the flat parameter layout.
+    pub m: Vec<f32>,
+    /// Second moments, in the flat parameter layout.
+    pub v: Vec<f32>,
+}
+
+/// A trained (or training) PixelCNN.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The architecture.
+    pub config: PixelCnnConfig,
+    /// Parameters in the flat layout of [`ParamLayout`].
+    pub params: Vec<f32>,
+    /// Optimizer state, for resuming training.
+    pub optimizer: Option<OptimizerState>,
+    /// Free-form string metadata (dataset, seed, test bits/dim, ...).
+    pub info: HashMap<String, String>,
+}
+
+/// The name of convolution `i` of a model with `layers` residual blocks.
+pub fn conv_name(i: usize, layers: usize) -> String {
+    match i {
+        0 => "input".to_string(),
+        i if i <= 3 * layers => format!("block{}.conv{}", (i - 1) / 3, (i - 1) % 3 + 1),
+        i if i == 3 * layers + 1 => "output.conv1".to_string(),
+        _ => "output.conv2".to_string(),
+    }
+}
+
+/// `[T, C_in, C_out]` causal taps to a full `[C_out, C_in, k, k]` kernel.
+fn to_oihw(s: &ConvShape, w: &[f32]) -> Vec<f32> {
+    let (k, r) = (s.k, (s.k / 2) as isize);
+    let mut out = vec![0.0; s.out_ch * s.in_ch * k * k];
+    for t in 0..s.taps() {
+        let (dy, dx) = tap_offset(t, k);
+        let (ky, kx) = ((dy + r) as usize, (dx + r) as usize);
+        for ci in 0..s.in_ch {
+            for co in 0..s.out_ch {
+                out[((co * s.in_ch + ci) * k + ky) * k + kx] =
+                    w[(t * s.in_ch + ci) * s.out_ch + co];
+            }
+        }
+    }
+    out
+}
+
+/// A full `[C_out, C_in, k, k]` kernel to its causal taps `[T, C_in, C_out]`, masked.
+fn from_oihw(s: &ConvShape, full: &[f32]) -> Vec<f32> {
+    let (k, r) = (s.k, (s.k / 2) as isize);
+    let mut w = vec![0.0; s.weight_len()];
+    for t in 0..s.taps() {
+        let (dy, dx) = tap_offset(t, k);
+        let (ky, kx) = ((dy + r) as usize, (dx + r) as usize);
+        for ci in 0..s.in_ch {
+            for co in 0..s.out_ch {
+                w[(t * s.in_ch + ci) * s.out_ch + co] =
+                    full[((co * s.in_ch + ci) * k + ky) * k + kx];
+            }
+        }
+    }
+    conv::cpu::apply_mask(s, &mut w);
+    w
+}
+
+impl Checkpoint {
+    /// Serialises to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        let c = &self.config;
+        let layout = ParamLayout::new(c);
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let f32_bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
+        for (i, cl) in layout.convs.iter().enumerate() {
+            let s = cl.shape;
+            let (w, b) = layout.unpack(&self.params, i);
+            let name = conv_name(i, c.layers);
+            let shape = vec![s.out_ch, s.in_ch, s.k, s.k];
+            tensors.push((format!("{name}.weight"), shape, f32_bytes(&to_oihw(&s, &w))));
+            tensors.push((format!("{name}.bias"), vec![s.out_ch], f32_bytes(&b)));
+        }
+        let mut meta = self.info.clone();
+        meta.insert("format".into(), FORMAT.into());
+        meta.insert("model".into(), "pixelcnn".into());
+        meta.insert("channels".into(), c.channels.to_string());
+        meta.insert("size".into(), c.size.to_string());
+        meta.insert("layers".into(), c.layers.to_string());
+        meta.insert("hidden".into(), c.hidden.to_string());
+        meta.insert("out_hidden".into(), c.out_hidden.to_string());
+        if let Some(o) = &self.optimizer {
+            meta.insert("optimizer".into(), o.name.clone());
+            meta.insert("optimizer_step".into(), o.step.to_string());
+            tensors.push(("optimizer.m".into(), vec![o.m.len()], f32_bytes(&o.m)));
+            tensors.push(("optimizer.v".into(), vec![o.v.len()], f32_bytes(&o.v)));
+        }
+        let views = tensors
+            .iter()
+            .map(|(name, shape, data)| {
+                TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.clone(), v))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("cannot build tensor: {e}")))?;
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::Config(format!("cannot serialise checkpoint: {e}")))
+    }
+
+    /// Parses safetensors bytes; `path` only names the file in errors.
+    pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Self, Error> {
+        let fail = |reason: String| Error::Checkpoint {
+            path: path.to_string(),
+            reason,
+        };
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| fail(format!("not a readable safetensors file ({e})")))?;
+        let tensors = SafeTensors::deserialize(bytes)
+            .map_err(|e| fail(format!("not a readable safetensors file ({e})")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        if meta.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(fail(
+                "not a pixelrnn checkpoint (no format=pixelrnn metadata)".into(),
+            ));
+        }
+        let model = meta.get("model").map(String::as_str).unwrap_or("?");
+        if model != "pixelcnn" {
+            return Err(fail(format!("model '{model}' is not supported")));
+        }
+        let number = |key: &str| -> Result<usize, Error> {
+            meta.get(key)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| fail(format!("metadata '{key}' is missing or not a number")))
+        };
+        let config = PixelCnnConfig {
+            channels: number("channels")?,
+            size: number("size")?,
+            layers: number("layers")?,
+            hidden: number("hidden")?,
+            out_hidden: number("out_hidden")?,
+        };
+        config.validate().map_err(|e| fail(e.to_string()))?;
+
+        let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>, Error> {
+            let t = tensors
+                .tensor(name)
+                .map_err(|_| fail(format!("tensor '{name}' is missing")))?;
+            if t.dtype() != Dtype::F32 || t.shape() != shape {
+                return Err(fail(format!(
+                    "tensor '{name}' is {:?} {:?}, the configuration needs F32 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
+        };
+
+        let layout = ParamLayout::new(&config);
+        let mut params = vec![0.0; layout.len];
+        for (i, cl) in layout.convs.iter().enumerate() {
+            let s = cl.shape;
+            let name = conv_name(i, config.layers);
+            let full = read(&format!("{name}.weight"), &[s.out_ch, s.in_ch, s.k, s.k])?;
+            let b = read(&format!("{name}.bias"), &[s.out_ch])?;
+            if full.iter().chain(&b).any(|v| !v.is_finite()) {
+                return Err(fail(format!(
+                    "tensor '{name}' holds NaN or infinite values"
+                )));
+            }
+            layout.pack_into(&mut params, i, &from_oihw(&s, &full), &b);
+        }
+        let optimizer = match meta.get("optimizer") {
+            Some(name) => Some(OptimizerState {
+                name: name.clone(),
+                step: number("optimizer_step")? as u64,
+                m: read("optimizer.m", &[layout.len])?,
+                v: read("optimizer.v", &[layout.len])?,
+            }),
+            None => None,
+        };
+        let info = meta
+            .into_iter()
+            .filter(|(k, _)| {
+                ![
+                    "format",
+                    "model",
+                    "channels",
+                    "size",
+                    "layers",
+                    "hidden",
+                    "out_hidden",
+                    "optimizer",
+                    "optimizer_step",
+                ]
+                .contains(&k.as_str())
+            })
+            .collect();
+        Ok(Self {
+            config,
+            params,
+            optimizer,
+            info,
+        })
+    }
+
+    /// Reads a checkpoint file.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Writes atomically: to a temporary file beside `path`, synced, then renamed over
+    /// it, so that a crash never leaves a half-written checkpoint.
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        use std::io::Write;
+        let bytes = self.to_bytes()?;
+        let tmp = path.with_extension("safetensors.tmp");
+        let io = |p: &Path| {
+            let p = p.display().to_string();
+            move |source| Error::Io { path: p, source }
+        };
+        let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        file.write_all(&bytes).map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(io(path))
+    }
+}

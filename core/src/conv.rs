@@ -301,8 +301,10 @@ impl ConvLayout {
 pub struct ConvOp {
     /// y = conv(x).
     pub forward: Vec<Dispatch>,
-    /// dW, db into the gradient buffer, then dx when an input gradient is wanted.
-    pub backward: Vec<Dispatch>,
+    /// dW and db into the gradient buffer.
+    pub weight_grad: Vec<Dispatch>,
+    /// dx, when an input gradient is wanted.
+    pub input_grad: Vec<Dispatch>,
 }
 
 /// The buffers one [`ConvOp`] binds.
@@ -363,9 +365,13 @@ impl ConvOp {
             conv_grid,
         )];
 
-        let mut backward = Vec::new();
+        let (mut weight_grad, mut input_grad) = (Vec::new(), Vec::new());
         let Some(dy) = b.dy else {
-            return Self { forward, backward };
+            return Self {
+                forward,
+                weight_grad,
+                input_grad,
+            };
         };
         assert_eq!(s.out_ch % 4, 0, "output channels must be a multiple of 4");
         let in_pad = round_up(s.in_ch, 4);
@@ -395,7 +401,7 @@ impl ConvOp {
                 chunks * s.taps() * in_pad * layout.out_pad,
             ));
             let blocks = s.taps() * (in_pad / 4) * (layout.out_pad / 16);
-            backward.push(Dispatch::new(
+            weight_grad.push(Dispatch::new(
                 gpu,
                 &k.conv_weight_grad,
                 &uniform,
@@ -411,7 +417,7 @@ impl ConvOp {
                 len: layout.out_pad,
                 ..dparams.clone()
             };
-            backward.push(Dispatch::new(
+            weight_grad.push(Dispatch::new(
                 gpu,
                 &k.conv_weight_grad_reduce,
                 &uniform,
@@ -428,7 +434,7 @@ impl ConvOp {
                 ..grad
             };
             let w_t = View::whole(&gpu.zeros("w^T", s.taps() * s.out_ch * in_pad16));
-            backward.push(Dispatch::new(
+            input_grad.push(Dispatch::new(
                 gpu,
                 &k.conv_transpose_weights,
                 &gpu.uniform("transpose", &transpose),
@@ -443,7 +449,7 @@ impl ConvOp {
                 has_bias: 0,
                 ..fwd
             };
-            backward.push(Dispatch::new(
+            input_grad.push(Dispatch::new(
                 gpu,
                 &k.conv_forward,
                 &gpu.uniform("conv backward input", &back),
@@ -451,6 +457,15 @@ impl ConvOp {
                 [conv_grid[0], (in_pad16 / 16) as u32, 1],
             ));
         }
-        Self { forward, backward }
+        Self {
+            forward,
+            weight_grad,
+            input_grad,
+        }
+    }
+
+    /// The backward launches in order: dW and db, then dx.
+    pub fn backward(&self) -> Vec<Dispatch> {
+        [self.weight_grad.as_slice(), &self.input_grad].concat()
     }
 }

@@ -51,6 +51,36 @@ pub struct Network {
     backward: Vec<Dispatch>,
     optimizer: Option<OptimizerOp>,
     step: u64,
+    /// The convolution launches alone, for benchmarks.
+    pub conv_kernels: ConvKernels,
+}
+
+/// The convolution launches of a [`Network`], grouped by pass, with the multiply-adds
+/// each group does (causal taps only), for measuring kernel throughput.
+#[derive(Debug, Clone, Default)]
+pub struct ConvKernels {
+    /// Forward convolutions.
+    pub forward: Vec<Dispatch>,
+    /// Weight and bias gradients.
+    pub weight_grad: Vec<Dispatch>,
+    /// Input gradients (every convolution but the first).
+    pub input_grad: Vec<Dispatch>,
+    /// Multiply-adds of the forward group; the weight-gradient group does as many.
+    pub forward_macs: usize,
+    /// Multiply-adds of the input-gradient group.
+    pub input_grad_macs: usize,
+}
+
+impl ConvKernels {
+    fn add(&mut self, op: &ConvOp, macs: usize) {
+        self.forward.extend(op.forward.iter().cloned());
+        self.weight_grad.extend(op.weight_grad.iter().cloned());
+        self.input_grad.extend(op.input_grad.iter().cloned());
+        self.forward_macs += macs;
+        if !op.input_grad.is_empty() {
+            self.input_grad_macs += macs;
+        }
+    }
 }
 
 impl Network {
@@ -139,13 +169,16 @@ impl Network {
 
         let mut forward = Vec::new();
         let mut backward = Vec::new();
+        let mut conv_kernels = ConvKernels::default();
+        let macs = |i: usize| layout.convs[i].shape.macs(p);
 
         // h = conv7x7_A(x); its backward runs last.
         let hs = maps("h", 2 * h);
         let dx = mode.input_grad.then_some(&dinput);
         let first = conv(0, &input, &hs, Some(&dh), dx);
-        forward.extend(first.forward);
-        let mut first_backward = first.backward;
+        conv_kernels.add(&first, macs(0));
+        forward.extend(first.forward.iter().cloned());
+        let mut first_backward = first.backward();
 
         // Residual blocks: h += W3 ReLU(W2 ReLU(W1 ReLU(h))).
         let mut block_backward = Vec::new();
@@ -159,21 +192,24 @@ impl Network {
             let c1 = conv(1 + 3 * l, &r1, &b1, Some(&gh[1]), Some(&g2h[0]));
             let c2 = conv(2 + 3 * l, &r2, &b2, Some(&gh[1]), Some(&gh[0]));
             let c3 = conv(3 + 3 * l, &r3, &b3, Some(&dh), Some(&gh[0]));
+            for (j, c) in [&c1, &c2, &c3].into_iter().enumerate() {
+                conv_kernels.add(c, macs(1 + 3 * l + j));
+            }
 
             forward.push(ops::relu(gpu, &hs, &r1));
-            forward.extend(c1.forward);
+            forward.extend(c1.forward.iter().cloned());
             forward.push(ops::relu(gpu, &b1, &r2));
-            forward.extend(c2.forward);
+            forward.extend(c2.forward.iter().cloned());
             forward.push(ops::relu(gpu, &b2, &r3));
-            forward.extend(c3.forward);
+            forward.extend(c3.forward.iter().cloned());
             forward.push(ops::add_into(gpu, &b3, &hs));
 
-            let mut back = c3.backward;
+            let mut back = c3.backward();
             if train {
                 back.push(ops::relu_backward(gpu, &gh[0], &r3, &gh[1]));
-                back.extend(c2.backward);
+                back.extend(c2.backward());
                 back.push(ops::relu_backward(gpu, &gh[0], &r2, &gh[1]));
-                back.extend(c1.backward);
+                back.extend(c1.backward());
                 back.push(ops::relu_backward(gpu, &g2h[0], &r1, &g2h[1]));
                 back.push(ops::add_into(gpu, &g2h[1], &dh));
             }
@@ -187,10 +223,12 @@ impl Network {
         let ro2 = maps("ro2", config.out_hidden);
         let out1 = conv(n - 2, &ro, &o1, Some(&go[1]), Some(&g2h[0]));
         let out2 = conv(n - 1, &ro2, &logits, Some(&dlogits), Some(&go[0]));
+        conv_kernels.add(&out1, macs(n - 2));
+        conv_kernels.add(&out2, macs(n - 1));
         forward.push(ops::relu(gpu, &hs, &ro));
-        forward.extend(out1.forward);
+        forward.extend(out1.forward.iter().cloned());
         forward.push(ops::relu(gpu, &o1, &ro2));
-        forward.extend(out2.forward);
+        forward.extend(out2.forward.iter().cloned());
 
         let rows = p * c;
         let loss = vec![
@@ -199,9 +237,9 @@ impl Network {
         ];
 
         if train {
-            backward.extend(out2.backward);
+            backward.extend(out2.backward());
             backward.push(ops::relu_backward(gpu, &go[0], &ro2, &go[1]));
-            backward.extend(out1.backward);
+            backward.extend(out1.backward());
             backward.push(ops::relu_backward(gpu, &g2h[0], &ro, &dh));
             for back in block_backward.into_iter().rev() {
                 backward.extend(back);
@@ -241,6 +279,7 @@ impl Network {
             backward,
             optimizer,
             step: 0,
+            conv_kernels,
         })
     }
 
@@ -326,6 +365,37 @@ impl Network {
             .write_buffer(&self.loss_sum, 0, bytemuck::bytes_of(&0.0f32));
         let rows = (self.batch * self.config.dims()) as f64;
         Ok(sum / (rows * steps.max(1) as f64))
+    }
+
+    /// Copies the parameters of `other` (same configuration) on the GPU.
+    pub fn copy_params_from(&self, other: &Network) {
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&other.params, 0, &self.params, 0, self.params.size());
+        self.gpu.queue.submit([encoder.finish()]);
+    }
+
+    /// NLL in nats of every sub-pixel of `images` (`[N, H, W, C]`, any N), batch by
+    /// batch; the last batch is padded with copies of its first image, whose losses
+    /// are dropped. `progress(done, total)` is called after each batch.
+    pub async fn nll_of(
+        &self,
+        images: &[u8],
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Vec<f32>, Error> {
+        let dims = self.config.dims();
+        let n = crate::model::check_images(&self.config, images.len())?;
+        let mut out = Vec::with_capacity(n * dims);
+        for (done, chunk) in images.chunks(self.batch * dims).enumerate() {
+            let mut batch = chunk.to_vec();
+            while batch.len() < self.batch * dims {
+                batch.extend_from_slice(&chunk[..dims]);
+            }
+            self.set_images(&batch)?;
+            self.forward();
+            out.extend(self.gpu.read(&self.nll, 0, chunk.len()).await?);
+            progress(((done + 1) * self.batch).min(n), n);
+        }
+        Ok(out)
     }
 
     /// Reads the packed parameters.

@@ -82,7 +82,7 @@ fn conv_matches_cpu_forward_and_backward() {
                 dx: Some(&dx),
             },
         );
-        gpu::submit(&gpu, &[&op.forward, &op.backward]);
+        gpu::submit(&gpu, &[&op.forward, &op.backward()]);
 
         let read = |v: &View| pollster::block_on(gpu.read_all(&v.buffer)).unwrap();
         let what = |t: &str| format!("case {case} {s:?}: {t}");
