@@ -1,7 +1,7 @@
 // Masked convolution over the causal taps of a k x k kernel, as implicit GEMM.
 //
 // Legend: P pixels (batch x height x width, raster order), T causal taps,
-// K reduction channels, N output channels, NP = N rounded up to 16.
+// K reduction channels, N output channels, NP = N rounded up to 32.
 //
 // Only the taps a raster-order mask can keep are stored and visited: every tap in
 // the rows above the centre, then the centre row up to and including the centre.
@@ -71,10 +71,17 @@ fn store4(p: u32, n: u32, v: vec4<f32>) {
 
 // y[p, n] = bias[n] + sum over t, c of x[p + dir * offset(t), c] * w[t, c, n].
 // Each invocation computes a 4-pixel x 16-channel block in 16 vec4 accumulators.
+//
+// The column block comes from the workgroup id, so every weight address is the same
+// across the invocations of a workgroup: compilers that vectorise across invocations
+// (lavapipe's llvmpipe) load each weight once instead of gathering it per lane.
 @compute @workgroup_size(64)
-fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn conv_forward(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
     let p0 = gid.x * 4u;
-    let n4 = gid.y * 4u;
+    let n4 = wid.y * 4u;
     if p0 >= cp.pixels {
         return;
     }

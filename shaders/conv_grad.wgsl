@@ -2,7 +2,7 @@
 // weight transpose its input gradient needs.
 //
 // Legend: P pixels, T causal taps, K input channels, KP = K rounded up to 4,
-// N output channels (a multiple of 4), NP = N rounded up to 16, S pixel chunks.
+// N output channels (a multiple of 4), NP = N rounded up to 32, S pixel chunks.
 //
 // The weight gradient dW[t, c, n] = sum over p of x[p + offset(t), c] * dy[p, n] is
 // split over S chunks of pixels: `conv_weight_grad` writes one partial sum per chunk
@@ -174,10 +174,10 @@ fn conv_weight_grad_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @group(0) @binding(0) var<uniform> tp: GradParams;
 @group(0) @binding(1) var<storage, read> w_in: array<f32>;           // [T, K, NP]
-@group(0) @binding(2) var<storage, read_write> w_t: array<f32>;      // [T, N, KP16]
+@group(0) @binding(2) var<storage, read_write> w_t: array<f32>;      // [T, N, KP32]
 
-// w_t[t, n, c] = w[t, c, n], with the K columns padded to a multiple of 16 (in_pad
-// here is K rounded up to 16) so that the transpose feeds `conv_forward` directly.
+// w_t[t, n, c] = w[t, c, n], with the K columns padded like any weight's columns
+// (in_pad here is K rounded up to 32) so that the transpose feeds `conv_forward`.
 @compute @workgroup_size(64)
 fn conv_transpose_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * 65535u * 64u;

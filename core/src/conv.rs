@@ -232,8 +232,12 @@ struct GradUniform {
 /// Pixels summed by one invocation of the weight-gradient kernel.
 const GRAD_CHUNK: usize = 256;
 
+/// Output channels of the weights are padded to a multiple of this: the widest
+/// column block of any kernel (32 in the subgroup kernels, 16 in the portable ones).
+pub const COL_PAD: usize = 32;
+
 /// The GPU layout of one convolution's parameters: weights `[T, C_in, NP]` with
-/// NP = C_out rounded up to 16 (zero columns past C_out), then the bias `[NP]`.
+/// NP = C_out rounded up to [`COL_PAD`] (zero columns past C_out), then the bias `[NP]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvLayout {
     /// The convolution.
@@ -247,7 +251,7 @@ impl ConvLayout {
     pub fn new(shape: ConvShape) -> Self {
         Self {
             shape,
-            out_pad: round_up(shape.out_ch, 16),
+            out_pad: round_up(shape.out_ch, COL_PAD),
         }
     }
 
@@ -352,17 +356,25 @@ impl ConvOp {
             has_bias: 1,
             _pad: [0; 2],
         };
-        let conv_grid = [
-            pixels.div_ceil(4).div_ceil(64) as u32,
-            (layout.out_pad / 16) as u32,
-            1,
-        ];
+        // Both forward kernels take 4 pixels per invocation; the subgroup one 32
+        // output channels, the portable one 16.
+        let (conv_kernel, cols) = match &k.conv_forward_subgroup {
+            Some(kernel) => (kernel, 32),
+            None => (&k.conv_forward, 16),
+        };
+        let conv_grid = |out_pad: usize| {
+            [
+                pixels.div_ceil(4).div_ceil(64) as u32,
+                (out_pad / cols) as u32,
+                1,
+            ]
+        };
         let forward = vec![Dispatch::new(
             gpu,
-            &k.conv_forward,
+            conv_kernel,
             &gpu.uniform("conv", &fwd),
             &[(1, b.x), (2, &weights), (3, &bias), (4, b.y)],
-            conv_grid,
+            conv_grid(layout.out_pad),
         )];
 
         let (mut weight_grad, mut input_grad) = (Vec::new(), Vec::new());
@@ -400,14 +412,38 @@ impl ConvOp {
                 "conv grad partial",
                 chunks * s.taps() * in_pad * layout.out_pad,
             ));
-            let blocks = s.taps() * (in_pad / 4) * (layout.out_pad / 16);
-            weight_grad.push(Dispatch::new(
-                gpu,
-                &k.conv_weight_grad,
-                &uniform,
-                &[(1, b.x), (2, dy), (3, &partial)],
-                [blocks.div_ceil(64) as u32, chunks as u32, 1],
-            ));
+            let views = [(1, b.x), (2, dy), (3, &partial)];
+            // The subgroup kernel gives each of 8 lanes 4 input channels, so it pays
+            // off from 16 input channels up (the 7x7 layer over the image has 1 or 3).
+            let subgroup = k
+                .conv_weight_grad_subgroup
+                .as_ref()
+                .filter(|_| s.in_ch >= 16);
+            weight_grad.push(match subgroup {
+                // 8 lanes x 4 input channels, 32 output channels, one chunk.
+                Some(kernel) => Dispatch::new(
+                    gpu,
+                    kernel,
+                    &uniform,
+                    &views,
+                    [
+                        in_pad.div_ceil(32) as u32,
+                        (s.taps() * layout.out_pad / 32) as u32,
+                        chunks as u32,
+                    ],
+                ),
+                // One invocation per 4 input x 16 output channels of a tap.
+                None => {
+                    let blocks = s.taps() * (in_pad / 4) * (layout.out_pad / 16);
+                    Dispatch::new(
+                        gpu,
+                        &k.conv_weight_grad,
+                        &uniform,
+                        &views,
+                        [blocks.div_ceil(64) as u32, chunks as u32, 1],
+                    )
+                }
+            });
             let dweights = View {
                 len: layout.weight_len(),
                 ..dparams.clone()
@@ -426,14 +462,14 @@ impl ConvOp {
             ));
         }
 
-        // dx: the transposed convolution of dy with w^T [T, C_out, C_in padded to 16].
+        // dx: the transposed convolution of dy with w^T [T, C_out, C_in padded].
         if let Some(dx) = b.dx {
-            let in_pad16 = round_up(s.in_ch, 16);
+            let in_pad_t = round_up(s.in_ch, COL_PAD);
             let transpose = GradUniform {
-                in_pad: in_pad16 as u32,
+                in_pad: in_pad_t as u32,
                 ..grad
             };
-            let w_t = View::whole(&gpu.zeros("w^T", s.taps() * s.out_ch * in_pad16));
+            let w_t = View::whole(&gpu.zeros("w^T", s.taps() * s.out_ch * in_pad_t));
             input_grad.push(Dispatch::new(
                 gpu,
                 &k.conv_transpose_weights,
@@ -444,17 +480,17 @@ impl ConvOp {
             let back = ForwardUniform {
                 in_ch: s.out_ch as u32,
                 out_ch: s.in_ch as u32,
-                out_pad: in_pad16 as u32,
+                out_pad: in_pad_t as u32,
                 dir: -1,
                 has_bias: 0,
                 ..fwd
             };
             input_grad.push(Dispatch::new(
                 gpu,
-                &k.conv_forward,
+                conv_kernel,
                 &gpu.uniform("conv backward input", &back),
                 &[(1, dy), (2, &w_t), (3, &bias), (4, dx)],
-                [conv_grid[0], (in_pad16 / 16) as u32, 1],
+                conv_grid(in_pad_t),
             ));
         }
         Self {

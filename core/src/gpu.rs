@@ -22,11 +22,14 @@ pub mod shaders {
     pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
     /// RMSProp and Adam.
     pub const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
+    /// Convolution forward and weight gradient sharing operands across a subgroup.
+    pub const CONV_SUBGROUP: &str = include_str!("../../shaders/conv_subgroup.wgsl");
 
     /// Every shader, named by file, for validation.
-    pub const ALL: [(&str, &str); 5] = [
+    pub const ALL: [(&str, &str); 6] = [
         ("conv.wgsl", CONV),
         ("conv_grad.wgsl", CONV_GRAD),
+        ("conv_subgroup.wgsl", CONV_SUBGROUP),
         ("elementwise.wgsl", ELEMENTWISE),
         ("softmax.wgsl", SOFTMAX),
         ("optim.wgsl", OPTIM),
@@ -37,6 +40,9 @@ pub mod shaders {
 #[derive(Debug)]
 pub struct Kernels {
     pub(crate) conv_forward: wgpu::ComputePipeline,
+    /// Present when the device has subgroups of at least 8 lanes.
+    pub(crate) conv_forward_subgroup: Option<wgpu::ComputePipeline>,
+    pub(crate) conv_weight_grad_subgroup: Option<wgpu::ComputePipeline>,
     pub(crate) conv_weight_grad: wgpu::ComputePipeline,
     pub(crate) conv_weight_grad_reduce: wgpu::ComputePipeline,
     pub(crate) conv_transpose_weights: wgpu::ComputePipeline,
@@ -61,10 +67,29 @@ pub struct Gpu {
     pub(crate) kernels: Arc<Kernels>,
 }
 
+/// Choices made when opening the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Use the subgroup variants of the convolution kernels where the device has
+    /// subgroups of at least 8 lanes (else the portable kernels run).
+    pub subgroups: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self { subgroups: true }
+    }
+}
+
 impl Gpu {
     /// Opens the default adapter (honouring `WGPU_BACKEND` and friends) and compiles
-    /// every kernel.
+    /// every kernel, using subgroups where the device has them.
     pub async fn new() -> Result<Self, Error> {
+        Self::with_options(GpuOptions::default()).await
+    }
+
+    /// Opens the default adapter with `options`.
+    pub async fn with_options(options: GpuOptions) -> Result<Self, Error> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
@@ -87,21 +112,36 @@ impl Gpu {
             max_buffer_size: supported.max_buffer_size,
             ..wgpu::Limits::downlevel_defaults()
         };
+        let subgroups = options.subgroups
+            && adapter.features().contains(wgpu::Features::SUBGROUP)
+            && adapter_info.subgroup_min_size >= 8;
+        let required_features = if subgroups {
+            wgpu::Features::SUBGROUP
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("pixelrnn"),
+                required_features,
                 required_limits: limits,
                 ..Default::default()
             })
             .await
             .map_err(|e| Error::Gpu(format!("cannot open device: {e}")))?;
-        let kernels = Arc::new(Kernels::new(&device));
+        log::info!("subgroup kernels: {subgroups}");
+        let kernels = Arc::new(Kernels::new(&device, subgroups));
         Ok(Self {
             device,
             queue,
             adapter_info,
             kernels,
         })
+    }
+
+    /// Whether the subgroup variants of the convolution kernels are in use.
+    pub fn subgroups(&self) -> bool {
+        self.kernels.conv_forward_subgroup.is_some()
     }
 
     /// A storage buffer holding `data`.
@@ -211,14 +251,30 @@ pub(crate) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC);
 
 impl Kernels {
-    fn new(device: &wgpu::Device) -> Self {
+    fn new(device: &wgpu::Device, subgroups: bool) -> Self {
         let module = |label: &str, source: &str| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(label),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             })
         };
-        let conv = module("conv", shaders::CONV);
+        // The convolution kernels clamp or guard every index themselves, so wgpu's
+        // per-access bounds checks are left out of their inner loops.
+        let unchecked = |label: &str, source: &str| {
+            // SAFETY: every storage index in conv.wgsl and conv_subgroup.wgsl is
+            // clamped to its array or guarded by a bounds test before use.
+            unsafe {
+                device.create_shader_module_trusted(
+                    wgpu::ShaderModuleDescriptor {
+                        label: Some(label),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    },
+                    wgpu::ShaderRuntimeChecks::unchecked(),
+                )
+            }
+        };
+        let conv = unchecked("conv", shaders::CONV);
+        let conv_subgroup = subgroups.then(|| unchecked("conv_subgroup", shaders::CONV_SUBGROUP));
         let conv_grad = module("conv_grad", shaders::CONV_GRAD);
         let elementwise = module("elementwise", shaders::ELEMENTWISE);
         let softmax = module("softmax", shaders::SOFTMAX);
@@ -235,6 +291,12 @@ impl Kernels {
         };
         Self {
             conv_forward: pipeline(&conv, "conv_forward"),
+            conv_forward_subgroup: conv_subgroup
+                .as_ref()
+                .map(|m| pipeline(m, "conv_forward_subgroup")),
+            conv_weight_grad_subgroup: conv_subgroup
+                .as_ref()
+                .map(|m| pipeline(m, "conv_weight_grad_subgroup")),
             conv_weight_grad: pipeline(&conv_grad, "conv_weight_grad"),
             conv_weight_grad_reduce: pipeline(&conv_grad, "conv_weight_grad_reduce"),
             conv_transpose_weights: pipeline(&conv_grad, "conv_transpose_weights"),

@@ -16,8 +16,10 @@ fn every_shader_validates() {
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
         naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::default(),
+            naga::valid::Capabilities::SUBGROUP,
         )
+        .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+        .subgroup_operations(naga::valid::SubgroupOperationSet::all())
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         assert!(!module.entry_points.is_empty(), "{name} has no entry point");
@@ -51,7 +53,13 @@ fn shapes() -> Vec<(ConvShape, Grid)> {
 
 #[test]
 fn conv_matches_cpu_forward_and_backward() {
-    let gpu = gpu();
+    for gpu in common::gpu_variants() {
+        conv_matches_cpu_on(&gpu);
+    }
+}
+
+fn conv_matches_cpu_on(gpu: &pixelrnn::gpu::Gpu) {
+    let gpu = gpu.clone();
     for (case, (s, grid)) in shapes().into_iter().enumerate() {
         let mut r = rng(case as u64);
         let p = grid.pixels();
@@ -85,7 +93,8 @@ fn conv_matches_cpu_forward_and_backward() {
         gpu::submit(&gpu, &[&op.forward, &op.backward()]);
 
         let read = |v: &View| pollster::block_on(gpu.read_all(&v.buffer)).unwrap();
-        let what = |t: &str| format!("case {case} {s:?}: {t}");
+        let sub = gpu.subgroups();
+        let what = |t: &str| format!("case {case} {s:?} (subgroups: {sub}): {t}");
         KERNEL.assert(
             &what("y"),
             &read(&y),

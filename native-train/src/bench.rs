@@ -87,6 +87,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let step_macs = 2 * k.forward_macs + k.input_grad_macs;
     let report = serde_json::json!({
         "adapter": format!("{} ({:?})", gpu.adapter_info.name, gpu.adapter_info.backend),
+        "subgroup_kernels": gpu.subgroups(),
         "model": { "layers": a.layers, "hidden": a.hidden, "out_hidden": a.out_hidden,
                    "batch": a.batch, "size": 28, "channels": 1 },
         "gpu_step_s": gpu_step,
@@ -109,7 +110,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         "PixelCNN training step, batch {} of 28x28x1, {} blocks, h = {}",
         a.batch, a.layers, a.hidden
     );
-    println!("adapter: {}", report["adapter"].as_str().unwrap_or("?"));
+    println!(
+        "adapter: {}, {} convolution kernels",
+        report["adapter"].as_str().unwrap_or("?"),
+        if gpu.subgroups() {
+            "subgroup"
+        } else {
+            "portable"
+        }
+    );
     println!(
         "{:<34} {:>10} {:>12} {:>10}",
         "", "ms", "images/s", "GFLOP/s"

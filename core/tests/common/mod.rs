@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
-use pixelrnn::gpu::Gpu;
+use pixelrnn::gpu::{Gpu, GpuOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -32,6 +32,18 @@ impl Tolerance {
 
 pub fn gpu() -> Gpu {
     pollster::block_on(Gpu::new()).expect("a GPU adapter (lavapipe in CI)")
+}
+
+/// The GPU with the portable kernels, and with the subgroup kernels where the device
+/// has them, so that tests cover every variant this machine can run.
+pub fn gpu_variants() -> Vec<Gpu> {
+    let portable = GpuOptions { subgroups: false };
+    let mut gpus = vec![pollster::block_on(Gpu::with_options(portable)).expect("a GPU adapter")];
+    let best = gpu();
+    if best.subgroups() {
+        gpus.push(best);
+    }
+    gpus
 }
 
 pub fn rng(seed: u64) -> ChaCha8Rng {
