@@ -43,7 +43,7 @@ struct GradParams {
     in_ch: u32,
     out_ch: u32,
     out_pad: u32,
-    in_pad: u32,
+    rows: u32,
     chunk: u32,
     chunks: u32,
     mask_b: u32,
@@ -146,7 +146,7 @@ def weight_grad():
 @group(0) @binding(0) var<uniform> gp: GradParams;
 @group(0) @binding(1) var<storage, read> gx: array<f32>;                  // [P, K]
 @group(0) @binding(2) var<storage, read> dy: array<vec4<f32>>;            // [P, N / 4]
-@group(0) @binding(3) var<storage, read_write> partial: array<vec4<f32>>; // [S, T, KP, NP / 4]
+@group(0) @binding(3) var<storage, read_write> partial: array<vec4<f32>>; // [S, RP, NP / 4]
 
 fn gx_at(q: i32, c: u32) -> f32 {{
     let i = u32(max(q, 0)) * gp.in_ch + min(c, gp.in_ch - 1u);
@@ -156,7 +156,7 @@ fn gx_at(q: i32, c: u32) -> f32 {{
 // conv_weight_grad with {KB} input channels x {4 * C4} output channels per invocation,
 // 8 invocations per workgroup sharing tap, column block and pixel chunk. The output
 // gradients of 8 consecutive pixels are loaded one pixel per lane and broadcast.
-// Grid: (ceil(KP / {KB * SG}), T x NP / {4 * C4}, S).
+// K must be a multiple of 4. Grid: (ceil(K / {KB * SG}), T x NP / {4 * C4}, S).
 @compute @workgroup_size({SG})
 fn conv_weight_grad_subgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -194,11 +194,11 @@ fn conv_weight_grad_subgroup(
                 L.append(f"            a{i}{j} = fma(x{i}, g{j}, a{i}{j}); a{i}{j+1} = fma(x{i}, g{j+1}, a{i}{j+1});")
         L.append("        }")
     L.append("    }\n")
-    L.append(f"""    if c0 >= gp.in_pad {{
+    L.append(f"""    if c0 >= gp.in_ch {{
         return;
     }}
     let stride = gp.out_pad / 4u;
-    let base = ((s * gp.taps + t) * gp.in_pad + c0) * stride + n4;""")
+    let base = (s * gp.rows + t * gp.in_ch + c0) * stride + n4;""")
     for i in range(KB):
         for j in range(C4):
             L.append(f"    partial[base + {i}u * stride + {j}u] = a{i}{j};")

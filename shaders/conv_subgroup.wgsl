@@ -31,7 +31,7 @@ struct GradParams {
     in_ch: u32,
     out_ch: u32,
     out_pad: u32,
-    in_pad: u32,
+    rows: u32,
     chunk: u32,
     chunks: u32,
     mask_b: u32,
@@ -393,7 +393,7 @@ fn conv_forward_subgroup(
 @group(0) @binding(0) var<uniform> gp: GradParams;
 @group(0) @binding(1) var<storage, read> gx: array<f32>;                  // [P, K]
 @group(0) @binding(2) var<storage, read> dy: array<vec4<f32>>;            // [P, N / 4]
-@group(0) @binding(3) var<storage, read_write> partial: array<vec4<f32>>; // [S, T, KP, NP / 4]
+@group(0) @binding(3) var<storage, read_write> partial: array<vec4<f32>>; // [S, RP, NP / 4]
 
 fn gx_at(q: i32, c: u32) -> f32 {
     let i = u32(max(q, 0)) * gp.in_ch + min(c, gp.in_ch - 1u);
@@ -403,7 +403,7 @@ fn gx_at(q: i32, c: u32) -> f32 {
 // conv_weight_grad with 4 input channels x 32 output channels per invocation,
 // 8 invocations per workgroup sharing tap, column block and pixel chunk. The output
 // gradients of 8 consecutive pixels are loaded one pixel per lane and broadcast.
-// Grid: (ceil(KP / 32), T x NP / 32, S).
+// K must be a multiple of 4. Grid: (ceil(K / 32), T x NP / 32, S).
 @compute @workgroup_size(8)
 fn conv_weight_grad_subgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -694,11 +694,11 @@ fn conv_weight_grad_subgroup(
         }
     }
 
-    if c0 >= gp.in_pad {
+    if c0 >= gp.in_ch {
         return;
     }
     let stride = gp.out_pad / 4u;
-    let base = ((s * gp.taps + t) * gp.in_pad + c0) * stride + n4;
+    let base = (s * gp.rows + t * gp.in_ch + c0) * stride + n4;
     partial[base + 0u * stride + 0u] = a00;
     partial[base + 0u * stride + 1u] = a01;
     partial[base + 0u * stride + 2u] = a02;

@@ -221,7 +221,7 @@ struct GradUniform {
     in_ch: u32,
     out_ch: u32,
     out_pad: u32,
-    in_pad: u32,
+    rows: u32,
     chunk: u32,
     chunks: u32,
     mask_b: u32,
@@ -358,9 +358,10 @@ impl ConvOp {
         };
         // Both forward kernels take 4 pixels per invocation; the subgroup one 32
         // output channels, the portable one 16.
+        // The subgroup kernel shares 8 input channels per step, so it needs a few.
         let (conv_kernel, cols) = match &k.conv_forward_subgroup {
-            Some(kernel) => (kernel, 32),
-            None => (&k.conv_forward, 16),
+            Some(kernel) if s.in_ch >= 8 => (kernel, 32),
+            _ => (&k.conv_forward, 16),
         };
         let conv_grid = |out_pad: usize| {
             [
@@ -386,7 +387,7 @@ impl ConvOp {
             };
         };
         assert_eq!(s.out_ch % 4, 0, "output channels must be a multiple of 4");
-        let in_pad = round_up(s.in_ch, 4);
+        let rows = round_up(s.taps() * s.in_ch, 4);
         let chunks = pixels.div_ceil(GRAD_CHUNK);
         let grad = GradUniform {
             pixels: pixels as u32,
@@ -397,7 +398,7 @@ impl ConvOp {
             in_ch: s.in_ch as u32,
             out_ch: s.out_ch as u32,
             out_pad: layout.out_pad as u32,
-            in_pad: in_pad as u32,
+            rows: rows as u32,
             chunk: GRAD_CHUNK as u32,
             chunks: chunks as u32,
             mask_b: (s.mask == Mask::B) as u32,
@@ -408,17 +409,18 @@ impl ConvOp {
         // dW and db: partial sums over chunks of pixels, then their masked sum.
         if let Some(dparams) = b.dparams {
             let uniform = gpu.uniform("conv grad", &grad);
-            let partial = View::whole(&gpu.zeros(
-                "conv grad partial",
-                chunks * s.taps() * in_pad * layout.out_pad,
-            ));
+            let partial =
+                View::whole(&gpu.zeros("conv grad partial", chunks * rows * layout.out_pad));
+            let bias_partial =
+                View::whole(&gpu.zeros("bias grad partial", chunks * layout.out_pad));
             let views = [(1, b.x), (2, dy), (3, &partial)];
-            // The subgroup kernel gives each of 8 lanes 4 input channels, so it pays
-            // off from 16 input channels up (the 7x7 layer over the image has 1 or 3).
+            // The subgroup kernel gives each of 8 lanes 4 input channels of one tap,
+            // so it pays off from 16 input channels up (the 7x7 layer over the image
+            // has 1 or 3, and runs the portable kernel over taps and channels at once).
             let subgroup = k
                 .conv_weight_grad_subgroup
                 .as_ref()
-                .filter(|_| s.in_ch >= 16);
+                .filter(|_| s.in_ch >= 16 && s.in_ch % 4 == 0);
             weight_grad.push(match subgroup {
                 // 8 lanes x 4 input channels, 32 output channels, one chunk.
                 Some(kernel) => Dispatch::new(
@@ -427,14 +429,14 @@ impl ConvOp {
                     &uniform,
                     &views,
                     [
-                        in_pad.div_ceil(32) as u32,
+                        s.in_ch.div_ceil(32) as u32,
                         (s.taps() * layout.out_pad / 32) as u32,
                         chunks as u32,
                     ],
                 ),
-                // One invocation per 4 input x 16 output channels of a tap.
+                // One invocation per 4 weight rows x 16 output channels.
                 None => {
-                    let blocks = s.taps() * (in_pad / 4) * (layout.out_pad / 16);
+                    let blocks = (rows / 4) * (layout.out_pad / 16);
                     Dispatch::new(
                         gpu,
                         &k.conv_weight_grad,
@@ -444,6 +446,13 @@ impl ConvOp {
                     )
                 }
             });
+            weight_grad.push(Dispatch::new(
+                gpu,
+                &k.conv_bias_grad,
+                &uniform,
+                &[(1, dy), (2, &bias_partial)],
+                [layout.out_pad.div_ceil(64) as u32, chunks as u32, 1],
+            ));
             let dweights = View {
                 len: layout.weight_len(),
                 ..dparams.clone()
@@ -457,7 +466,12 @@ impl ConvOp {
                 gpu,
                 &k.conv_weight_grad_reduce,
                 &uniform,
-                &[(1, &partial), (2, dy), (3, &dweights), (4, &dbias)],
+                &[
+                    (1, &partial),
+                    (2, &bias_partial),
+                    (3, &dweights),
+                    (4, &dbias),
+                ],
                 grid_1d(layout.weight_len() + layout.out_pad, 64),
             ));
         }
@@ -466,7 +480,7 @@ impl ConvOp {
         if let Some(dx) = b.dx {
             let in_pad_t = round_up(s.in_ch, COL_PAD);
             let transpose = GradUniform {
-                in_pad: in_pad_t as u32,
+                rows: in_pad_t as u32,
                 ..grad
             };
             let w_t = View::whole(&gpu.zeros("w^T", s.taps() * s.out_ch * in_pad_t));

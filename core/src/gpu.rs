@@ -44,6 +44,7 @@ pub struct Kernels {
     pub(crate) conv_forward_subgroup: Option<wgpu::ComputePipeline>,
     pub(crate) conv_weight_grad_subgroup: Option<wgpu::ComputePipeline>,
     pub(crate) conv_weight_grad: wgpu::ComputePipeline,
+    pub(crate) conv_bias_grad: wgpu::ComputePipeline,
     pub(crate) conv_weight_grad_reduce: wgpu::ComputePipeline,
     pub(crate) conv_transpose_weights: wgpu::ComputePipeline,
     pub(crate) relu: wgpu::ComputePipeline,
@@ -298,6 +299,7 @@ impl Kernels {
                 .as_ref()
                 .map(|m| pipeline(m, "conv_weight_grad_subgroup")),
             conv_weight_grad: pipeline(&conv_grad, "conv_weight_grad"),
+            conv_bias_grad: pipeline(&conv_grad, "conv_bias_grad"),
             conv_weight_grad_reduce: pipeline(&conv_grad, "conv_weight_grad_reduce"),
             conv_transpose_weights: pipeline(&conv_grad, "conv_transpose_weights"),
             relu: pipeline(&elementwise, "relu"),
