@@ -2,7 +2,8 @@
 //!
 //! Tensor names and layouts are documented in `docs/checkpoint.md`: each convolution
 //! is stored as a PyTorch-style `[C_out, C_in, k, k]` weight (masked entries zero)
-//! and a `[C_out]` bias; the optimizer state, when present, is stored flat.
+//! and a `[C_out]` bias; the optimizer moments, when present, are stored the same way
+//! under `optimizer.m.` and `optimizer.v.`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,9 +25,9 @@ pub struct OptimizerState {
     pub name: String,
     /// Steps taken.
     pub step: u64,
-    /// First moments, in the flat parameter layout.
+    /// First moments, in the flat parameter layout (stored like the parameters).
     pub m: Vec<f32>,
-    /// Second moments, in the flat parameter layout.
+    /// Second moments, in the flat parameter layout (stored like the parameters).
     pub v: Vec<f32>,
 }
 
@@ -88,21 +89,47 @@ fn from_oihw(s: &ConvShape, full: &[f32]) -> Vec<f32> {
     w
 }
 
+/// Named `[C_out, C_in, k, k]` weights and `[C_out]` biases of a flat parameter buffer,
+/// each name prefixed by `prefix`.
+fn named_tensors(
+    config: &PixelCnnConfig,
+    flat: &[f32],
+    prefix: &str,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let layout = ParamLayout::new(config);
+    let mut out = Vec::new();
+    for (i, cl) in layout.convs.iter().enumerate() {
+        let s = cl.shape;
+        let (w, b) = layout.unpack(flat, i);
+        let name = format!("{prefix}{}", conv_name(i, config.layers));
+        out.push((
+            format!("{name}.weight"),
+            vec![s.out_ch, s.in_ch, s.k, s.k],
+            to_oihw(&s, &w),
+        ));
+        out.push((format!("{name}.bias"), vec![s.out_ch], b));
+    }
+    out
+}
+
+/// Metadata keys that describe the model; the rest is free-form [`Checkpoint::info`].
+const MODEL_KEYS: [&str; 9] = [
+    "format",
+    "model",
+    "channels",
+    "size",
+    "layers",
+    "hidden",
+    "out_hidden",
+    "optimizer",
+    "optimizer_step",
+];
+
 impl Checkpoint {
     /// Serialises to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
         let c = &self.config;
-        let layout = ParamLayout::new(c);
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        let f32_bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
-        for (i, cl) in layout.convs.iter().enumerate() {
-            let s = cl.shape;
-            let (w, b) = layout.unpack(&self.params, i);
-            let name = conv_name(i, c.layers);
-            let shape = vec![s.out_ch, s.in_ch, s.k, s.k];
-            tensors.push((format!("{name}.weight"), shape, f32_bytes(&to_oihw(&s, &w))));
-            tensors.push((format!("{name}.bias"), vec![s.out_ch], f32_bytes(&b)));
-        }
+        let mut tensors = named_tensors(c, &self.params, "");
         let mut meta = self.info.clone();
         meta.insert("format".into(), FORMAT.into());
         meta.insert("model".into(), "pixelcnn".into());
@@ -114,10 +141,14 @@ impl Checkpoint {
         if let Some(o) = &self.optimizer {
             meta.insert("optimizer".into(), o.name.clone());
             meta.insert("optimizer_step".into(), o.step.to_string());
-            tensors.push(("optimizer.m".into(), vec![o.m.len()], f32_bytes(&o.m)));
-            tensors.push(("optimizer.v".into(), vec![o.v.len()], f32_bytes(&o.v)));
+            tensors.extend(named_tensors(c, &o.m, "optimizer.m."));
+            tensors.extend(named_tensors(c, &o.v, "optimizer.v."));
         }
-        let views = tensors
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .into_iter()
+            .map(|(n, shape, v)| (n, shape, bytemuck::cast_slice::<f32, u8>(&v).to_vec()))
+            .collect();
+        let views = bytes
             .iter()
             .map(|(name, shape, data)| {
                 TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.clone(), v))
@@ -162,62 +193,56 @@ impl Checkpoint {
         };
         config.validate().map_err(|e| fail(e.to_string()))?;
 
-        let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>, Error> {
-            let t = tensors
-                .tensor(name)
-                .map_err(|_| fail(format!("tensor '{name}' is missing")))?;
-            if t.dtype() != Dtype::F32 || t.shape() != shape {
-                return Err(fail(format!(
-                    "tensor '{name}' is {:?} {:?}, the configuration needs F32 {shape:?}",
-                    t.dtype(),
-                    t.shape()
-                )));
+        // Reads the tensors of one flat parameter buffer, names prefixed by `prefix`.
+        let read_flat = |prefix: &str| -> Result<Vec<f32>, Error> {
+            let layout = ParamLayout::new(&config);
+            let mut flat = vec![0.0; layout.len];
+            let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>, Error> {
+                let t = tensors
+                    .tensor(name)
+                    .map_err(|_| fail(format!("tensor '{name}' is missing")))?;
+                if t.dtype() != Dtype::F32 || t.shape() != shape {
+                    return Err(fail(format!(
+                        "tensor '{name}' is {:?} {:?}, the configuration needs F32 {shape:?}",
+                        t.dtype(),
+                        t.shape()
+                    )));
+                }
+                let v: Vec<f32> = t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(fail(format!(
+                        "tensor '{name}' holds NaN or infinite values"
+                    )));
+                }
+                Ok(v)
+            };
+            for (i, cl) in layout.convs.iter().enumerate() {
+                let s = cl.shape;
+                let name = format!("{prefix}{}", conv_name(i, config.layers));
+                let full = read(&format!("{name}.weight"), &[s.out_ch, s.in_ch, s.k, s.k])?;
+                let b = read(&format!("{name}.bias"), &[s.out_ch])?;
+                layout.pack_into(&mut flat, i, &from_oihw(&s, &full), &b);
             }
-            Ok(t.data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect())
+            Ok(flat)
         };
 
-        let layout = ParamLayout::new(&config);
-        let mut params = vec![0.0; layout.len];
-        for (i, cl) in layout.convs.iter().enumerate() {
-            let s = cl.shape;
-            let name = conv_name(i, config.layers);
-            let full = read(&format!("{name}.weight"), &[s.out_ch, s.in_ch, s.k, s.k])?;
-            let b = read(&format!("{name}.bias"), &[s.out_ch])?;
-            if full.iter().chain(&b).any(|v| !v.is_finite()) {
-                return Err(fail(format!(
-                    "tensor '{name}' holds NaN or infinite values"
-                )));
-            }
-            layout.pack_into(&mut params, i, &from_oihw(&s, &full), &b);
-        }
+        let params = read_flat("")?;
         let optimizer = match meta.get("optimizer") {
             Some(name) => Some(OptimizerState {
                 name: name.clone(),
                 step: number("optimizer_step")? as u64,
-                m: read("optimizer.m", &[layout.len])?,
-                v: read("optimizer.v", &[layout.len])?,
+                m: read_flat("optimizer.m.")?,
+                v: read_flat("optimizer.v.")?,
             }),
             None => None,
         };
         let info = meta
             .into_iter()
-            .filter(|(k, _)| {
-                ![
-                    "format",
-                    "model",
-                    "channels",
-                    "size",
-                    "layers",
-                    "hidden",
-                    "out_hidden",
-                    "optimizer",
-                    "optimizer_step",
-                ]
-                .contains(&k.as_str())
-            })
+            .filter(|(k, _)| !MODEL_KEYS.contains(&k.as_str()))
             .collect();
         Ok(Self {
             config,

@@ -420,7 +420,7 @@ impl ConvOp {
             let subgroup = k
                 .conv_weight_grad_subgroup
                 .as_ref()
-                .filter(|_| s.in_ch >= 16 && s.in_ch % 4 == 0);
+                .filter(|_| s.in_ch >= 16 && s.in_ch.is_multiple_of(4));
             weight_grad.push(match subgroup {
                 // 8 lanes x 4 input channels, 32 output channels, one chunk.
                 Some(kernel) => Dispatch::new(

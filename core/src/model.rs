@@ -40,10 +40,10 @@ impl PixelCnnConfig {
         if self.size == 0 || self.size > 1024 {
             return bad("size", self.size, "must be between 1 and 1024");
         }
-        if self.hidden == 0 || self.hidden % 4 != 0 || self.hidden < self.channels {
+        if self.hidden == 0 || !self.hidden.is_multiple_of(4) || self.hidden < self.channels {
             return bad("hidden", self.hidden, "must be a positive multiple of 4");
         }
-        if self.out_hidden == 0 || self.out_hidden % 4 != 0 {
+        if self.out_hidden == 0 || !self.out_hidden.is_multiple_of(4) {
             return bad(
                 "out_hidden",
                 self.out_hidden,
@@ -267,7 +267,7 @@ pub mod cpu {
 
 /// Checks that `len` image bytes hold whole images of `config`'s shape.
 pub fn check_images(config: &PixelCnnConfig, len: usize) -> Result<usize, Error> {
-    if len == 0 || len % config.dims() != 0 {
+    if len == 0 || !len.is_multiple_of(config.dims()) {
         return Err(Error::Data(format!(
             "{len} bytes are not whole {}x{}x{} images",
             config.size, config.size, config.channels

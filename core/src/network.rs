@@ -330,7 +330,7 @@ impl Network {
                 &self.forward,
                 &self.loss,
                 &self.backward,
-                &[opt.dispatch.clone()],
+                std::slice::from_ref(&opt.dispatch),
             ],
         );
     }

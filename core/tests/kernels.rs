@@ -269,7 +269,7 @@ fn optimizers_match_cpu() {
             let gv = view(&grad);
             let op = OptimizerOp::new(&gpu, opt, &tv, &gv, &mv, &vv);
             op.prepare(&gpu, t);
-            gpu::submit(&gpu, &[&[op.dispatch.clone()]]);
+            gpu::submit(&gpu, &[std::slice::from_ref(&op.dispatch)]);
             opt.step_cpu(t, &mut theta, &grad, &mut m, &mut v);
         }
         let got = pollster::block_on(gpu.read_all(&tv.buffer)).unwrap();
