@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, testing and training need on a fresh Debian machine: Rust
 # (with clippy, rustfmt and the wasm32 target), Mesa's Vulkan drivers (lavapipe, a
-# software GPU for machines without one) and Debian's Fashion-MNIST files.
+# software GPU for machines without one), Debian's Fashion-MNIST files, and numpy for
+# the test that checks the checkpoint format from Python.
 set -euo pipefail
 
 sudo=""
@@ -22,3 +23,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
+if ! python3 -c "import numpy" 2>/dev/null; then
+  python3 -m pip install -q numpy 2>/dev/null ||
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3 python3-numpy
+fi

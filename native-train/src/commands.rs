@@ -204,6 +204,13 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     };
     let save = |net: &Network, test_bpd: Option<f64>| -> anyhow::Result<()> {
         let params = pollster::block_on(net.read_params())?;
+        if params.iter().any(|p| !p.is_finite()) {
+            bail!(
+                "parameters became NaN or infinite by step {}; lower --lr ({} keeps the last good checkpoint)",
+                net.step(),
+                last.display()
+            );
+        }
         let (m, v) = pollster::block_on(net.read_moments())?;
         let ckpt = Checkpoint {
             config,
