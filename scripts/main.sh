@@ -13,7 +13,7 @@ run=runs/main
 
 $pixelrnn train --model pixelcnn --data fashion-mnist --out $run \
   --layers 3 --hidden 16 --out-hidden 32 --steps ${STEPS:-800} --eval-every 400 "$@"
-$pixelrnn eval --checkpoint $run/last.safetensors --data fashion-mnist --limit 2000
+$pixelrnn eval --checkpoint $run/last.safetensors --data fashion-mnist
 $pixelrnn sample --checkpoint $run/last.safetensors --count 16 --seed 1 --out $run/samples.png
 $pixelrnn complete --checkpoint $run/last.safetensors --data fashion-mnist \
   --occlude bottom-half --count 4 --completions 3 --seed 1 --out $run/completions.png

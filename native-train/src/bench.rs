@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use pixelrnn::gpu::{self, Dispatch, Gpu};
+use pixelrnn::gpu::{self, Dispatch, Gpu, GpuOptions};
 use pixelrnn::model::{self, init_params, ParamLayout, PixelCnnConfig};
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::ops::Optimizer;
@@ -44,7 +44,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         out_hidden: a.out_hidden,
     };
     config.validate()?;
-    let gpu = pollster::block_on(Gpu::new())?;
+    let options = GpuOptions {
+        subgroups: !a.portable,
+    };
+    let gpu = pollster::block_on(Gpu::with_options(options))?;
     let params = init_params(&config, 0);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let images: Vec<u8> = (0..a.batch * config.dims()).map(|_| rng.random()).collect();

@@ -207,6 +207,9 @@ struct BenchArgs {
     /// Also time the same step in PyTorch on this CPU (scripts/torch_bench.py).
     #[arg(long)]
     vs_torch: bool,
+    /// Use the portable convolution kernels even where the device has subgroups.
+    #[arg(long)]
+    portable: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,

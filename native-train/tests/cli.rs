@@ -415,3 +415,47 @@ fn a_diverging_run_stops_without_a_broken_checkpoint() {
     assert!(!run.join("last.safetensors.tmp").exists());
     assert!(after.optimizer.unwrap().step >= 2);
 }
+
+/// `bench --json` times the GPU step, the convolution kernels and the CPU reference
+/// of one model, with every figure positive and consistent with the others.
+#[test]
+fn bench_reports_throughput_of_both_kernel_variants() {
+    for portable in [false, true] {
+        let mut args = vec![
+            "bench",
+            "--layers",
+            "1",
+            "--hidden",
+            "8",
+            "--out-hidden",
+            "8",
+            "--batch",
+            "2",
+            "--reps",
+            "1",
+            "--json",
+        ];
+        if portable {
+            args.push("--portable");
+        }
+        let out = succeed(&args);
+        let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        if portable {
+            assert_eq!(json["subgroup_kernels"], false, "{json}");
+        }
+        for key in [
+            "gpu_step_s",
+            "gpu_images_per_s",
+            "cpu_reference_step_s",
+            "conv_forward_gflops",
+            "conv_weight_grad_gflops",
+            "conv_input_grad_gflops",
+        ] {
+            let v = json[key].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v > 0.0, "{key} = {v} in {json}");
+        }
+        let step = json["gpu_step_s"].as_f64().unwrap();
+        let rate = json["gpu_images_per_s"].as_f64().unwrap();
+        assert!((step * rate - 2.0).abs() < 1e-6, "{json}");
+    }
+}
