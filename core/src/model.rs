@@ -75,6 +75,11 @@ impl PixelCnnConfig {
         convs
     }
 
+    /// Trainable values: every causal tap's weights and every bias.
+    pub fn parameters(&self) -> usize {
+        self.convs().iter().map(|c| c.weight_len() + c.out_ch).sum()
+    }
+
     /// Sub-pixels per image, the "dims" of bits/dim.
     pub fn dims(&self) -> usize {
         self.channels * self.size * self.size

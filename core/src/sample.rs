@@ -31,10 +31,104 @@ pub fn draw(logits: &[f32], temperature: f32, u: f32) -> u8 {
     (LEVELS - 1) as u8
 }
 
+/// A batch of images being filled in, in raster order, by sampling from a network.
+///
+/// Each [`Completion::advance`] draws the next few open sub-pixel positions, so a caller
+/// can show the images between calls (a progressive display) without blocking.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    images: Vec<u8>,
+    known: Vec<bool>,
+    /// Sub-pixel positions (within one image) that some image of the batch must draw.
+    open: Vec<usize>,
+    done: usize,
+    temperature: f32,
+    rng: ChaCha8Rng,
+}
+
+impl Completion {
+    /// Starts filling every sub-pixel of `images` (`[batch, H, W, C]`) whose `known`
+    /// entry is false. Known sub-pixels stay as they are and condition what follows
+    /// them.
+    pub fn new(
+        net: &Network,
+        images: Vec<u8>,
+        known: Vec<bool>,
+        temperature: f32,
+        seed: u64,
+    ) -> Result<Self, Error> {
+        let dims = net.config.dims();
+        let batch = net.batch;
+        if images.len() != batch * dims || known.len() != images.len() {
+            return Err(Error::Data(format!(
+                "{} image bytes and {} known flags given, the sampler takes {}",
+                images.len(),
+                known.len(),
+                batch * dims
+            )));
+        }
+        let open = (0..dims)
+            .filter(|&i| (0..batch).any(|b| !known[b * dims + i]))
+            .collect();
+        Ok(Self {
+            images,
+            known,
+            open,
+            done: 0,
+            temperature,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        })
+    }
+
+    /// Draws up to `positions` more open sub-pixel positions (each for the whole
+    /// batch); returns whether every position is now drawn.
+    pub async fn advance(&mut self, net: &Network, positions: usize) -> Result<bool, Error> {
+        let dims = net.config.dims();
+        let end = (self.done + positions).min(self.open.len());
+        for &i in &self.open[self.done..end] {
+            net.set_images(&self.images)?;
+            net.forward_logits();
+
+            // Sub-pixel i of image b: pixel i / C, colour i % C.
+            let ranges: Vec<(usize, usize)> = (0..net.batch)
+                .map(|b| ((b * dims + i) * LEVELS, LEVELS))
+                .collect();
+            let logits = net.gpu().read_ranges(&net.logits, &ranges).await?;
+            for (b, l) in logits.iter().enumerate() {
+                let u: f32 = self.rng.random();
+                if !self.known[b * dims + i] {
+                    self.images[b * dims + i] = draw(l, self.temperature, u);
+                }
+            }
+        }
+        self.done = end;
+        Ok(self.is_finished())
+    }
+
+    /// Whether every open position has been drawn.
+    pub fn is_finished(&self) -> bool {
+        self.done == self.open.len()
+    }
+
+    /// Positions drawn so far and positions to draw in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.done, self.open.len())
+    }
+
+    /// The images as far as they are drawn (`[batch, H, W, C]`).
+    pub fn images(&self) -> &[u8] {
+        &self.images
+    }
+
+    /// The images, once drawn.
+    pub fn into_images(self) -> Vec<u8> {
+        self.images
+    }
+}
+
 /// Fills every sub-pixel of `images` (`[batch, H, W, C]`) whose `known` entry is
-/// false, in raster order, by sampling from `net`. Known sub-pixels stay as they are
-/// and condition what follows them. `progress(done, total)` is called after each
-/// sampled sub-pixel position.
+/// false, in raster order, by sampling from `net` (see [`Completion`]).
+/// `progress(done, total)` is called after each sampled sub-pixel position.
 pub async fn complete(
     net: &Network,
     images: &mut [u8],
@@ -43,38 +137,16 @@ pub async fn complete(
     seed: u64,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(), Error> {
-    let c = &net.config;
-    let dims = c.dims();
-    let batch = net.batch;
-    if images.len() != batch * dims || known.len() != images.len() {
-        return Err(Error::Data(format!(
-            "{} image bytes and {} known flags given, the sampler takes {}",
-            images.len(),
-            known.len(),
-            batch * dims
-        )));
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let open: Vec<usize> = (0..dims)
-        .filter(|&i| (0..batch).any(|b| !known[b * dims + i]))
-        .collect();
-
-    for (done, &i) in open.iter().enumerate() {
-        net.set_images(images)?;
-        net.forward_logits();
-        // Sub-pixel i of image b: pixel i / C, colour i % C.
-        let ranges: Vec<(usize, usize)> = (0..batch)
-            .map(|b| ((b * dims + i) * LEVELS, LEVELS))
-            .collect();
-        let logits = net.gpu().read_ranges(&net.logits, &ranges).await?;
-        for (b, l) in logits.iter().enumerate() {
-            let u: f32 = rng.random();
-            if !known[b * dims + i] {
-                images[b * dims + i] = draw(l, temperature, u);
-            }
+    let mut completion = Completion::new(net, images.to_vec(), known.to_vec(), temperature, seed)?;
+    loop {
+        let finished = completion.advance(net, 1).await?;
+        let (done, total) = completion.progress();
+        progress(done, total);
+        if finished {
+            break;
         }
-        progress(done + 1, open.len());
     }
+    images.copy_from_slice(completion.images());
     Ok(())
 }
 

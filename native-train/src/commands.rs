@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::picture;
-use crate::{CompleteArgs, EvalArgs, OptimizerName, SampleArgs, TrainArgs};
+use crate::{CompleteArgs, EvalArgs, ExportArgs, OptimizerName, SampleArgs, TrainArgs};
 
 fn bar(len: u64, template: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
@@ -172,11 +172,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         "training PixelCNN ({} blocks, h = {}, {} parameters) on {} images {}x{}x{}, {} on {}",
         config.layers,
         config.hidden,
-        pixelrnn::model::ParamLayout::new(&config)
-            .convs
-            .iter()
-            .map(|c| c.shape.weight_len() + c.shape.out_ch)
-            .sum::<usize>(),
+        config.parameters(),
         train_set.len(),
         config.size,
         config.size,
@@ -495,6 +491,19 @@ pub fn complete(a: CompleteArgs) -> anyhow::Result<()> {
         "{} images x {} completions written to {} (columns: occluded, completions, original)",
         a.count,
         a.completions,
+        a.out.display()
+    );
+    Ok(())
+}
+
+pub fn export(a: ExportArgs) -> anyhow::Result<()> {
+    let mut ckpt = load_checkpoint(&a.checkpoint)?;
+    ckpt.optimizer = None;
+    ckpt.save(&a.out)?;
+    println!(
+        "{} parameters of {} written to {}",
+        ckpt.config.parameters(),
+        a.checkpoint.display(),
         a.out.display()
     );
     Ok(())

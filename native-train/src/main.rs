@@ -33,6 +33,8 @@ enum Command {
     Complete(CompleteArgs),
     /// Time a training step on the GPU against the CPU reference.
     Bench(BenchArgs),
+    /// Write a checkpoint's weights alone, without the optimizer state (for the page).
+    Export(ExportArgs),
 }
 
 /// Model architectures.
@@ -188,6 +190,16 @@ struct CompleteArgs {
 }
 
 #[derive(Args, Debug)]
+struct ExportArgs {
+    /// Checkpoint file.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The weights-only checkpoint to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
 struct BenchArgs {
     /// Residual blocks.
     #[arg(long, default_value_t = 4)]
@@ -224,6 +236,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => commands::sample(a),
         Command::Complete(a) => commands::complete(a),
         Command::Bench(a) => bench::run(a),
+        Command::Export(a) => commands::export(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
