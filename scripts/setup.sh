@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Installs what building, testing and training need on a fresh Debian machine: Rust
 # (with clippy, rustfmt and the wasm32 target), Mesa's Vulkan drivers (lavapipe, a
-# software GPU for machines without one), Debian's Fashion-MNIST files, and numpy for
-# the test that checks the checkpoint format from Python.
+# software GPU for machines without one), Debian's Fashion-MNIST files, numpy for
+# the test that checks the checkpoint format from Python, and Chromium and Node.js
+# for the test of the page.
 set -euo pipefail
 
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
 
 need=()
-for pkg in mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist ca-certificates curl gcc libc6-dev; do
+pkgs=(mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist ca-certificates curl gcc libc6-dev chromium)
+command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+for pkg in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

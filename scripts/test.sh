@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check and test: formatting, clippy, the browser (wasm32) build of the
-# library, and all tests, GPU ones on lavapipe when the machine has no GPU.
+# library and the page, all Rust tests (GPU ones on lavapipe when the machine has no
+# GPU), and the page end to end in headless Chromium (screenshots in runs/web/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -9,5 +10,6 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo build -p pixelrnn --target wasm32-unknown-unknown
+scripts/web.sh --build-only
 cargo test --workspace
+node web/tests/e2e.mjs

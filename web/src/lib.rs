@@ -67,7 +67,7 @@ impl Model {
         let info = &self.gpu.adapter_info;
         // Browsers often keep the adapter's name to themselves.
         let adapter = match info.name.as_str() {
-            "" => format!("{:?}", info.backend),
+            "" => "the browser's WebGPU adapter".to_string(),
             name => name.to_string(),
         };
         serde_json::json!({

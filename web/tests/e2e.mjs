@@ -1,0 +1,208 @@
+// The page end to end in headless Chromium with SwiftShader's WebGPU: likelihood,
+// sampling and completion agree with the native `pixelrnn` command on the same
+// weights, and a browser without WebGPU is told so. Screenshots go to runs/web/.
+//
+//   node web/tests/e2e.mjs        (after scripts/web.sh --build-only and a cargo build)
+//
+// PIXELRNN names the native binary (default: target/debug/pixelrnn, else
+// target/release/pixelrnn). Prints one JSON line of timings last.
+
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const shots = join(root, "runs/web");
+const port = Number(process.env.PORT ?? 8765);
+const site = `http://127.0.0.1:${port}/`;
+const pixelrnn = process.env.PIXELRNN ??
+  ["target/debug/pixelrnn", "target/release/pixelrnn"].map((p) => join(root, p)).find(existsSync);
+const SEED = 1;
+const COUNT = 2;
+
+// Chromium's flags for a headless machine with no network; playwright-core adds its
+// own --enable-features and Chromium keeps only the last one, so ours are merged in.
+const quiet = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+  "--disable-sync", "--no-first-run", "--disable-quic"];
+
+async function launch(webgpu) {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: webgpu ? [...quiet, "--enable-unsafe-webgpu"] : quiet,
+  });
+}
+
+function native(args) {
+  return execFileSync(pixelrnn, args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+}
+
+/// Serves the repository root and resolves once it answers.
+async function serve() {
+  const server = spawn("/usr/bin/python3", ["-m", "http.server", "--bind", "127.0.0.1", String(port)], {
+    cwd: root,
+    stdio: "ignore",
+  });
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(site)).ok) return server;
+    } catch {
+      // Not up yet.
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  server.kill();
+  throw new Error(`the page server on ${site} did not start`);
+}
+
+/// The [H, W] grey bytes of every canvas matching `selector`.
+function canvases(page, selector) {
+  return page.$$eval(selector, (list) =>
+    list.map((c) => {
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      return Array.from({ length: c.width * c.height }, (_, p) => d[p * 4]);
+    }));
+}
+
+/// The cells of a `pixelrnn sample` PNG grid (4x scale, 4-pixel gaps) as grey bytes,
+/// decoded by the browser.
+function gridCells(page, png, count, size) {
+  return page.evaluate(async ({ b64, count, size }) => {
+    const bitmap = await createImageBitmap(await (await fetch(`data:image/png;base64,${b64}`)).blob());
+    const ctx = new OffscreenCanvas(bitmap.width, bitmap.height).getContext("2d");
+    ctx.drawImage(bitmap, 0, 0);
+    const cols = Math.ceil(Math.sqrt(count));
+    const [scale, gap] = [4, 4];
+    const cells = [];
+    for (let n = 0; n < count; n++) {
+      const [r, c] = [Math.floor(n / cols), n % cols];
+      const x0 = gap + c * (size * scale + gap);
+      const y0 = gap + r * (size * scale + gap);
+      const d = ctx.getImageData(x0, y0, size * scale, size * scale).data;
+      const cell = [];
+      for (let y = 0; y < size; y++) {
+        for (let x = 0; x < size; x++) cell.push(d[(y * scale * size * scale + x * scale) * 4]);
+      }
+      cells.push(cell);
+    }
+    return cells;
+  }, { b64: png.toString("base64"), count, size });
+}
+
+function distinct(values) {
+  return new Set(values).size;
+}
+
+async function main() {
+  assert.ok(pixelrnn, "no pixelrnn binary: build it first (cargo build -p pixelrnn-cli)");
+  mkdirSync(shots, { recursive: true });
+  const models = JSON.parse(readFileSync(join(root, "www/models/models.json"), "utf8"));
+  const model = models[0].file;
+  const server = await serve();
+  const timings = {};
+  try {
+    const browser = await launch(true);
+    const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(site);
+    await page.waitForFunction(() => document.body.dataset.ready || document.body.dataset.error,
+      null, { timeout: 120_000 });
+    assert.equal(await page.evaluate(() => document.body.dataset.error), undefined);
+
+    // Likelihood: the first bundled example is test image 0, scored natively too.
+    const browserBits = Number(await page.getAttribute("#nll", "data-bits-per-dim"));
+    const ours = JSON.parse(native(["eval", "--checkpoint", model, "--data", "fashion-mnist",
+      "--limit", "1", "--json"]));
+    const gap = Math.abs(browserBits - ours.bits_per_dim) / ours.bits_per_dim;
+    console.log(`NLL of test image 0: browser ${browserBits}, native ${ours.bits_per_dim} bits/dim`);
+    assert.ok(gap < 1e-4, `browser and native NLL differ by ${gap} (relative)`);
+
+    // Sampling, with a ticker measuring the longest pause of the page's main thread.
+    await page.fill("#count", String(COUNT));
+    await page.fill("#seed", String(SEED));
+    await page.fill("#temperature", "1");
+    await page.evaluate(() => {
+      window.longestPause = 0;
+      let last = performance.now();
+      window.ticker = setInterval(() => {
+        const now = performance.now();
+        window.longestPause = Math.max(window.longestPause, now - last);
+        last = now;
+      }, 20);
+    });
+    await page.click("#sample");
+    await page.waitForFunction(() => document.getElementById("sample-status").dataset.done,
+      null, { timeout: 600_000 });
+    const status = await page.$eval("#sample-status", (s) => ({ ...s.dataset }));
+    timings.browser_first_pixel_ms = Number(status.firstPixelMs);
+    timings.browser_ms_per_image = Number(status.totalMs) / COUNT;
+    timings.browser_longest_pause_ms = await page.evaluate(() => window.longestPause);
+    assert.ok(timings.browser_longest_pause_ms < 1000,
+      `the page froze for ${timings.browser_longest_pause_ms} ms while sampling`);
+    await page.screenshot({ path: join(shots, "sample.png"), fullPage: true });
+
+    const samples = await canvases(page, "#samples canvas");
+    assert.equal(samples.length, COUNT);
+    for (const s of samples) {
+      assert.ok(distinct(s) > 10, `a sample has only ${distinct(s)} grey levels`);
+    }
+
+    // The same seed natively gives the same images.
+    const png = join(shots, "native-samples.png");
+    const line = native(["sample", "--checkpoint", model, "--count", String(COUNT),
+      "--seed", String(SEED), "--temperature", "1", "--out", png]);
+    timings.native_first_pixel_ms = Number(line.match(/first pixel after (\d+) ms/)[1]);
+    timings.native_ms_per_image = Number(line.match(/(\d+) ms per image/)[1]);
+    const size = Math.sqrt(samples[0].length);
+    const nativeSamples = await gridCells(page, readFileSync(png), COUNT, size);
+    for (let i = 0; i < COUNT; i++) {
+      const same = samples[i].filter((v, p) => v === nativeSamples[i][p]).length;
+      assert.equal(same, samples[i].length,
+        `sample ${i}: ${same} of ${samples[i].length} pixels agree with the native sample`);
+    }
+
+    // Completion of the bottom half of a bundled image.
+    await page.click("#examples canvas:nth-child(2)");
+    await page.click("#bottom-half");
+    await page.fill("#completions", "2");
+    await page.click("#complete");
+    await page.waitForFunction(() => document.getElementById("complete-status").dataset.done,
+      null, { timeout: 600_000 });
+    await page.screenshot({ path: join(shots, "complete.png"), fullPage: true });
+    const row = await canvases(page, "#completed canvas");
+    assert.equal(row.length, 4, "occluded, 2 completions, original");
+    const original = row[3];
+    const half = (size / 2) * size;
+    for (const done of row.slice(1, 3)) {
+      assert.deepEqual(done.slice(0, half), original.slice(0, half), "the known top half changed");
+      const bottom = done.slice(half);
+      assert.ok(bottom.some((v) => v > 0) && distinct(bottom) > 5, "the bottom half was not filled");
+    }
+    assert.ok(row[0].slice(half).every((v) => v === 128), "the occluded image shows the hole");
+    assert.deepEqual(errors, [], "uncaught errors on the page");
+    await browser.close();
+
+    // No WebGPU: the page says so in words.
+    const plain = await launch(false);
+    const bare = await plain.newPage();
+    await bare.goto(site);
+    await bare.waitForFunction(() => document.body.dataset.webgpu === "missing", null, { timeout: 60_000 });
+    const text = await bare.textContent("#no-webgpu");
+    assert.ok(await bare.isVisible("#no-webgpu") && /needs WebGPU/.test(text), text);
+    await bare.screenshot({ path: join(shots, "no-webgpu.png"), fullPage: true });
+    await plain.close();
+  } finally {
+    server.kill();
+  }
+  console.log(`screenshots in ${shots}`);
+  console.log(JSON.stringify(timings));
+}
+
+main().catch((e) => {
+  console.error(`e2e: ${e.message}`);
+  process.exit(1);
+});
