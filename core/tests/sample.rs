@@ -7,7 +7,7 @@ use common::{bytes, gpu, rng};
 use pixelrnn::model::{self, init_params, PixelCnnConfig};
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::ops::LEVELS;
-use pixelrnn::sample::{complete, draw, sample, Occlusion};
+use pixelrnn::sample::{complete, draw, sample, Completion, Occlusion};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -142,4 +142,32 @@ fn completion_draws_each_sub_pixel_from_its_conditional() {
     let other = pollster::block_on(sample(&net, 1.0, 4, |_, _| {})).unwrap();
     assert_eq!(again, same);
     assert_ne!(again, other);
+}
+
+/// Drawing a few positions per step, as the page does between repaints, gives the
+/// same images as drawing them all in one go, and reports its progress.
+#[test]
+fn stepwise_completion_matches_one_go() {
+    let config = PixelCnnConfig {
+        channels: 1,
+        size: 4,
+        layers: 1,
+        hidden: 8,
+        out_hidden: 8,
+    };
+    let params = init_params(&config, 2);
+    let g = gpu();
+    let net = Network::new(&g, config, 2, &params, Mode::default()).unwrap();
+    let whole = pollster::block_on(sample(&net, 1.0, 9, |_, _| {})).unwrap();
+
+    let len = 2 * config.dims();
+    let mut stepwise = Completion::new(&net, vec![0; len], vec![false; len], 1.0, 9).unwrap();
+    let mut steps = 0;
+    while !pollster::block_on(stepwise.advance(&net, 3)).unwrap() {
+        steps += 1;
+        assert_eq!(stepwise.progress(), (3 * steps, config.dims()));
+    }
+    assert_eq!(steps, config.dims().div_ceil(3) - 1);
+    assert!(stepwise.is_finished());
+    assert_eq!(stepwise.into_images(), whole);
 }

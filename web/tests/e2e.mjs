@@ -184,6 +184,15 @@ async function main() {
     }
     assert.ok(row[0].slice(half).every((v) => v === 128), "the occluded image shows the hole");
     assert.deepEqual(errors, [], "uncaught errors on the page");
+
+    // A broken checkpoint: the page names the file and what is wrong with it.
+    const broken = await browser.newPage();
+    await broken.route("**/*.safetensors", (route) => route.fulfill({ body: "not a checkpoint" }));
+    await broken.goto(site);
+    await broken.waitForFunction(() => document.body.dataset.error, null, { timeout: 60_000 });
+    const message = await broken.textContent("#error");
+    assert.ok(message.includes(model) && (await broken.isVisible("#error")), message);
+    console.log(`a broken checkpoint: "${message}"`);
     await browser.close();
 
     // No WebGPU: the page says so in words.
