@@ -121,6 +121,8 @@ async function loadModel(index) {
     throw new Error(`cannot load ${entry.file}: HTTP ${response.status}`);
   }
   const bytes = new Uint8Array(await response.arrayBuffer());
+  state.model?.free();
+  state.model = null;
   state.model = await state.wasm.Model.load(bytes, entry.file);
   showModelInfo(entry, JSON.parse(state.model.describe()), bytes.length);
   await loadExamples();

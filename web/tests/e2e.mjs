@@ -165,6 +165,14 @@ async function main() {
         `sample ${i}: ${same} of ${samples[i].length} pixels agree with the native sample`);
     }
 
+    // An upload of another size and colour depth is fitted to the model and scored.
+    await page.setInputFiles("#upload", png);
+    await page.waitForFunction((prev) => document.getElementById("nll").dataset.bitsPerDim !== prev,
+      String(browserBits), { timeout: 60_000 });
+    const [fitted] = await canvases(page, "#source");
+    assert.equal(fitted.length, size * size, "the upload was not fitted to the model's size");
+    assert.ok(Number(await page.getAttribute("#nll", "data-bits-per-dim")) > 0);
+
     // Completion of the bottom half of a bundled image.
     await page.click("#examples canvas:nth-child(2)");
     await page.click("#bottom-half");
