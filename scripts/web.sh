@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-# wasm-bindgen's command must match the wasm-bindgen crate in Cargo.lock exactly.
+# wasm-bindgen's command must match the wasm-bindgen crate in Cargo.lock exactly. Not
+# --locked: its own lock file pins crates that a registry mirror may lack.
 want=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
 if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$want" ]; then
   echo "installing wasm-bindgen-cli $want (a few minutes, once)"
@@ -25,4 +26,4 @@ echo "built www/pkg ($(du -k www/pkg/pixelrnn_web_bg.wasm | cut -f1) KiB of wasm
 [ "${1:-}" = "--build-only" ] && exit 0
 port=${PORT:-8000}
 echo "serving the page on http://127.0.0.1:$port/ (Ctrl-C stops)"
-exec /usr/bin/python3 -m http.server --bind 127.0.0.1 "$port"
+exec python3 -m http.server --bind 127.0.0.1 "$port"

@@ -6,7 +6,7 @@
 
 const $ = (id) => document.getElementById(id);
 
-/// Shows `message` in place of the page and logs `cause`.
+/// Shows `message` above the page and logs `cause`.
 function fail(message, cause) {
   const box = $("error");
   box.textContent = message;
@@ -92,39 +92,48 @@ const state = {
   examples: [],
 };
 
-/// Runs `job` unless another GPU job is running, with every button disabled meanwhile.
+/// Runs `job` unless another GPU job is running, with the controls disabled meanwhile
+/// (and left disabled, but for the model picker, while no model is loaded).
 async function exclusive(job) {
   if (state.busy) return;
   state.busy = true;
-  document.querySelectorAll("button, select").forEach((b) => (b.disabled = true));
+  $("error").hidden = true;
+  delete document.body.dataset.error;
+  const controls = document.querySelectorAll("button, select, input");
+  controls.forEach((c) => (c.disabled = true));
   try {
     await job();
   } catch (e) {
     fail(`${e?.message ?? e}`, e);
   } finally {
     state.busy = false;
-    document.querySelectorAll("button, select").forEach((b) => (b.disabled = false));
+    controls.forEach((c) => (c.disabled = !state.model && c.id !== "model"));
   }
 }
 
+/// The number in input `id`, or `fallback` when it is empty or not a number.
 function readNumber(id, fallback) {
-  const v = Number($(id).value);
-  return Number.isFinite(v) ? v : fallback;
+  const text = $(id).value.trim();
+  const v = Number(text);
+  return text !== "" && Number.isFinite(v) ? v : fallback;
+}
+
+/// The response for `url`, or an error naming it.
+async function fetchOk(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`cannot load ${url}: HTTP ${response.status}`);
+  return response;
 }
 
 // ---- Models ----
 
 async function loadModel(index) {
   const entry = state.models[index];
-  const response = await fetch(entry.file);
-  if (!response.ok) {
-    throw new Error(`cannot load ${entry.file}: HTTP ${response.status}`);
-  }
-  const bytes = new Uint8Array(await response.arrayBuffer());
+  const bytes = new Uint8Array(await (await fetchOk(entry.file)).arrayBuffer());
+  const model = await state.wasm.Model.load(bytes, entry.file);
   state.model?.free();
-  state.model = null;
-  state.model = await state.wasm.Model.load(bytes, entry.file);
-  showModelInfo(entry, JSON.parse(state.model.describe()), bytes.length);
+  state.model = model;
+  showModelInfo(entry, JSON.parse(model.describe()), bytes.length);
   await loadExamples();
 }
 
@@ -161,49 +170,54 @@ async function sample() {
   let first = null;
   const sampler = m.sampler(count, seed, temperature);
   const dims = size * size * channels;
-  for (;;) {
-    // One pixel (all its colours) per step, then draw.
-    const finished = await sampler.advance(channels);
-    first ??= performance.now() - started;
-    const images = sampler.images();
-    canvases.forEach((c, i) => draw(c, images.subarray(i * dims, (i + 1) * dims), size, channels));
-    status.textContent = `pixel ${sampler.done() / channels} of ${size * size}`;
-    if (finished) break;
+  try {
+    for (;;) {
+      // One pixel (all its colours) per step, then draw.
+      const finished = await sampler.advance(channels);
+      first ??= performance.now() - started;
+      const images = sampler.images();
+      canvases.forEach((c, i) => draw(c, images.subarray(i * dims, (i + 1) * dims), size, channels));
+      status.textContent = `pixel ${sampler.done() / channels} of ${size * size}`;
+      if (finished) break;
+    }
+  } finally {
+    sampler.free();
   }
   const total = performance.now() - started;
   status.textContent = `${count} images in ${(total / 1000).toFixed(1)} s ` +
     `(first pixel after ${first.toFixed(0)} ms, ${(total / count).toFixed(0)} ms per image)`;
   Object.assign(status.dataset, { done: "1", firstPixelMs: first, totalMs: total, count });
-  sampler.free();
 }
 
 // ---- Completion ----
 
 async function loadExamples() {
   const m = state.model;
-  const list = await (await fetch("www/examples/examples.json")).json();
+  const list = await (await fetchOk("www/examples/examples.json")).json();
   const gallery = $("examples");
   gallery.replaceChildren();
   state.examples = [];
   for (const file of list) {
-    const image = await decode(await (await fetch(`www/examples/${file}`)).blob());
+    const image = await decode(await (await fetchOk(`www/examples/${file}`)).blob());
     const canvas = canvasIn(gallery);
     canvas.title = file;
     draw(canvas, image, m.size(), m.channels());
     canvas.onclick = () => exclusive(() => choose(image, canvas));
     state.examples.push({ file, image, canvas });
   }
-  await choose(state.examples[0].image, state.examples[0].canvas);
+  if (state.examples.length) await choose(state.examples[0].image, state.examples[0].canvas);
 }
 
 /// The model's input for a picture the browser can decode, any size or format.
 async function decode(blob) {
-  const bitmap = await createImageBitmap(blob);
-  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-  const ctx = canvas.getContext("2d");
+  // The file's own bytes, as the native loader reads them: no colour management.
+  const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  const { width, height } = bitmap;
+  const ctx = new OffscreenCanvas(width, height).getContext("2d");
   ctx.drawImage(bitmap, 0, 0);
-  const rgba = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
-  return state.model.fit_image(new Uint8Array(rgba.buffer), bitmap.width, bitmap.height);
+  bitmap.close();
+  const rgba = ctx.getImageData(0, 0, width, height).data;
+  return state.model.fit_image(new Uint8Array(rgba.buffer), width, height);
 }
 
 async function choose(image, chosenCanvas) {
@@ -303,17 +317,20 @@ async function complete() {
 
   const started = performance.now();
   const sampler = m.completer(images, known, count, seed, temperature);
-  for (;;) {
-    const finished = await sampler.advance(channels);
-    const now = sampler.images();
-    canvases.forEach((c, i) => draw(c, now.subarray(i * dims, (i + 1) * dims), size, channels));
-    status.textContent = `pixel ${sampler.done() / channels} of ${sampler.total() / channels} hidden`;
-    if (finished) break;
+  try {
+    for (;;) {
+      const finished = await sampler.advance(channels);
+      const now = sampler.images();
+      canvases.forEach((c, i) => draw(c, now.subarray(i * dims, (i + 1) * dims), size, channels));
+      status.textContent = `pixel ${sampler.done() / channels} of ${sampler.total() / channels} hidden`;
+      if (finished) break;
+    }
+  } finally {
+    sampler.free();
   }
   const total = performance.now() - started;
   status.textContent = `occluded, ${count} completions, original: ${(total / 1000).toFixed(1)} s`;
   Object.assign(status.dataset, { done: "1", totalMs: total });
-  sampler.free();
 }
 
 // ---- Start ----
@@ -327,7 +344,7 @@ async function main() {
     fail("The page's WebAssembly module (www/pkg) is missing or broken: build it with scripts/web.sh.", e);
     return;
   }
-  state.models = await (await fetch("www/models/models.json")).json();
+  state.models = await (await fetchOk("www/models/models.json")).json();
   const picker = $("model");
   state.models.forEach((m, i) => picker.add(new Option(m.name, i)));
   picker.onchange = () => exclusive(() => loadModel(Number(picker.value)));
@@ -342,6 +359,7 @@ async function main() {
   $("upload").onchange = (e) =>
     exclusive(async () => {
       const file = e.target.files[0];
+      e.target.value = ""; // so that choosing the same file again fires again
       if (!file) return;
       let image;
       try {

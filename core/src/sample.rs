@@ -85,7 +85,8 @@ impl Completion {
     pub async fn advance(&mut self, net: &Network, positions: usize) -> Result<bool, Error> {
         let dims = net.config.dims();
         let end = (self.done + positions).min(self.open.len());
-        for &i in &self.open[self.done..end] {
+        while self.done < end {
+            let i = self.open[self.done];
             net.set_images(&self.images)?;
             net.forward_logits();
 
@@ -100,8 +101,8 @@ impl Completion {
                     self.images[b * dims + i] = draw(l, self.temperature, u);
                 }
             }
+            self.done += 1;
         }
-        self.done = end;
         Ok(self.is_finished())
     }
 

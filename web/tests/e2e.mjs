@@ -8,23 +8,23 @@
 // target/release/pixelrnn). Prints one JSON line of timings last.
 
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { readFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import { dirname, extname, join, normalize, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const shots = join(root, "runs/web");
-const port = Number(process.env.PORT ?? 8765);
-const site = `http://127.0.0.1:${port}/`;
 const pixelrnn = process.env.PIXELRNN ??
   ["target/debug/pixelrnn", "target/release/pixelrnn"].map((p) => join(root, p)).find(existsSync);
 const SEED = 1;
 const COUNT = 2;
 
-// Chromium's flags for a headless machine with no network; playwright-core adds its
-// own --enable-features and Chromium keeps only the last one, so ours are merged in.
+// Chromium's flags for a headless machine with no network. Compute through WebGPU
+// needs --enable-unsafe-webgpu alone, since the page draws with a 2D canvas.
 const quiet = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
   "--disable-sync", "--no-first-run", "--disable-quic"];
 
@@ -40,22 +40,34 @@ function native(args) {
   return execFileSync(pixelrnn, args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 }
 
-/// Serves the repository root and resolves once it answers.
-async function serve() {
-  const server = spawn("/usr/bin/python3", ["-m", "http.server", "--bind", "127.0.0.1", String(port)], {
-    cwd: root,
-    stdio: "ignore",
-  });
-  for (let i = 0; i < 100; i++) {
+const TYPES = {
+  ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".json": "application/json",
+  ".png": "image/png", ".wasm": "application/wasm",
+};
+
+/// Serves the repository root on a free port of 127.0.0.1; resolves to [server, address].
+function serve() {
+  const server = createServer(async (req, res) => {
+    const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
+    const file = join(root, path.endsWith("/") ? `${path}index.html` : path);
     try {
-      if ((await fetch(site)).ok) return server;
+      const body = await readFile(file);
+      res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream" });
+      res.end(body);
     } catch {
-      // Not up yet.
+      res.writeHead(404).end();
     }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  server.kill();
-  throw new Error(`the page server on ${site} did not start`);
+  });
+  return new Promise((ok) => server.listen(0, "127.0.0.1", () =>
+    ok([server, `http://127.0.0.1:${server.address().port}/`])));
+}
+
+/// Waits until the status element `id` says it is done, failing with the page's error.
+async function finished(page, id) {
+  await page.waitForFunction((id) => document.getElementById(id).dataset.done || document.body.dataset.error,
+    id, { timeout: 600_000 });
+  const error = await page.evaluate(() => document.body.dataset.error);
+  assert.equal(error, undefined, `the page failed: ${error}`);
 }
 
 /// The [H, W] grey bytes of every canvas matching `selector`.
@@ -101,7 +113,7 @@ async function main() {
   mkdirSync(shots, { recursive: true });
   const models = JSON.parse(readFileSync(join(root, "www/models/models.json"), "utf8"));
   const model = models[0].file;
-  const server = await serve();
+  const [server, site] = await serve();
   const timings = {};
   try {
     const browser = await launch(true);
@@ -135,12 +147,14 @@ async function main() {
       }, 20);
     });
     await page.click("#sample");
-    await page.waitForFunction(() => document.getElementById("sample-status").dataset.done,
-      null, { timeout: 600_000 });
+    await finished(page, "sample-status");
     const status = await page.$eval("#sample-status", (s) => ({ ...s.dataset }));
     timings.browser_first_pixel_ms = Number(status.firstPixelMs);
     timings.browser_ms_per_image = Number(status.totalMs) / COUNT;
-    timings.browser_longest_pause_ms = await page.evaluate(() => window.longestPause);
+    timings.browser_longest_pause_ms = await page.evaluate(() => {
+      clearInterval(window.ticker);
+      return window.longestPause;
+    });
     assert.ok(timings.browser_longest_pause_ms < 1000,
       `the page froze for ${timings.browser_longest_pause_ms} ms while sampling`);
     await page.screenshot({ path: join(shots, "sample.png"), fullPage: true });
@@ -166,11 +180,14 @@ async function main() {
     }
 
     // An upload of another size and colour depth is fitted to the model and scored.
+    const [before] = await canvases(page, "#source");
     await page.setInputFiles("#upload", png);
-    await page.waitForFunction((prev) => document.getElementById("nll").dataset.bitsPerDim !== prev,
-      String(browserBits), { timeout: 60_000 });
+    await page.waitForFunction((prev) => document.getElementById("nll").dataset.bitsPerDim !== prev ||
+      document.body.dataset.error, String(browserBits), { timeout: 60_000 });
+    assert.equal(await page.evaluate(() => document.body.dataset.error), undefined);
     const [fitted] = await canvases(page, "#source");
-    assert.equal(fitted.length, size * size, "the upload was not fitted to the model's size");
+    assert.notDeepEqual(fitted, before, "the uploaded picture is not shown");
+    assert.ok(distinct(fitted) > 10, `the fitted upload has ${distinct(fitted)} grey levels`);
     assert.ok(Number(await page.getAttribute("#nll", "data-bits-per-dim")) > 0);
 
     // Completion of the bottom half of a bundled image.
@@ -178,8 +195,7 @@ async function main() {
     await page.click("#bottom-half");
     await page.fill("#completions", "2");
     await page.click("#complete");
-    await page.waitForFunction(() => document.getElementById("complete-status").dataset.done,
-      null, { timeout: 600_000 });
+    await finished(page, "complete-status");
     await page.screenshot({ path: join(shots, "complete.png"), fullPage: true });
     const row = await canvases(page, "#completed canvas");
     assert.equal(row.length, 4, "occluded, 2 completions, original");
@@ -203,17 +219,23 @@ async function main() {
     console.log(`a broken checkpoint: "${message}"`);
     await browser.close();
 
-    // No WebGPU: the page says so in words.
+    // No WebGPU, with the flag off (no adapter) or without navigator.gpu at all: the
+    // page says so in words, and nothing else goes wrong.
     const plain = await launch(false);
-    const bare = await plain.newPage();
-    await bare.goto(site);
-    await bare.waitForFunction(() => document.body.dataset.webgpu === "missing", null, { timeout: 60_000 });
-    const text = await bare.textContent("#no-webgpu");
-    assert.ok(await bare.isVisible("#no-webgpu") && /needs WebGPU/.test(text), text);
-    await bare.screenshot({ path: join(shots, "no-webgpu.png"), fullPage: true });
+    for (const [name, hide] of [["no-webgpu", false], ["no-navigator-gpu", true]]) {
+      const bare = await plain.newPage();
+      if (hide) await bare.addInitScript(() => delete Navigator.prototype.gpu);
+      await bare.goto(site);
+      await bare.waitForFunction(() => document.body.dataset.webgpu === "missing", null, { timeout: 60_000 });
+      const text = await bare.textContent("#no-webgpu");
+      assert.ok(await bare.isVisible("#no-webgpu") && /needs WebGPU/.test(text), text);
+      assert.equal(await bare.evaluate(() => document.body.dataset.error), undefined);
+      console.log(`${name}: "${text.trim().split("\n")[0]}"`);
+      await bare.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+    }
     await plain.close();
   } finally {
-    server.kill();
+    server.close();
   }
   console.log(`screenshots in ${shots}`);
   console.log(JSON.stringify(timings));
