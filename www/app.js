@@ -135,6 +135,7 @@ async function loadModel(index) {
   state.model = model;
   showModelInfo(entry, JSON.parse(model.describe()), bytes.length);
   await loadExamples();
+  document.body.dataset.model = entry.file;
 }
 
 function showModelInfo(entry, d, bytes) {

@@ -7,6 +7,7 @@
 //!
 //! - [`conv`]: masked convolutions (masks A and B, R/G/B groups), forward and backward.
 //! - [`ops`]: ReLU, the 256-way softmax loss, RMSProp and Adam.
+//! - [`lstm`]: the LSTM scan of the Row LSTM and Diagonal BiLSTM (CPU reference).
 //! - [`model`]: the PixelCNN architecture, its parameters and a CPU reference model.
 //! - [`network`]: the PixelCNN recorded on the GPU, training step in one submission.
 //! - [`sample`]: sampling and completion of occluded images.
@@ -18,6 +19,7 @@ pub mod checkpoint;
 pub mod conv;
 pub mod data;
 pub mod gpu;
+pub mod lstm;
 pub mod model;
 pub mod network;
 pub mod ops;

@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import { dirname, extname, join, normalize, resolve } from "node:path";
@@ -111,8 +111,11 @@ function distinct(values) {
 async function main() {
   assert.ok(pixelrnn, "no pixelrnn binary: build it first (cargo build -p pixelrnn-cli)");
   mkdirSync(shots, { recursive: true });
+  // The smallest shipped model keeps the test short.
   const models = JSON.parse(readFileSync(join(root, "www/models/models.json"), "utf8"));
-  const model = models[0].file;
+  const sizes = models.map((m) => statSync(join(root, m.file)).size);
+  const chosen = sizes.indexOf(Math.min(...sizes));
+  const model = models[chosen].file;
   const [server, site] = await serve();
   const timings = {};
   try {
@@ -124,6 +127,12 @@ async function main() {
     await page.waitForFunction(() => document.body.dataset.ready || document.body.dataset.error,
       null, { timeout: 120_000 });
     assert.equal(await page.evaluate(() => document.body.dataset.error), undefined);
+    if (chosen !== 0) {
+      await page.selectOption("#model", String(chosen));
+      await page.waitForFunction((file) => document.body.dataset.model === file || document.body.dataset.error,
+        model, { timeout: 120_000 });
+      assert.equal(await page.evaluate(() => document.body.dataset.error), undefined);
+    }
 
     // Likelihood: the first bundled example is test image 0, scored natively too.
     const browserBits = Number(await page.getAttribute("#nll", "data-bits-per-dim"));
