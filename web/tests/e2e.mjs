@@ -224,7 +224,7 @@ async function main() {
     await broken.goto(site);
     await broken.waitForFunction(() => document.body.dataset.error, null, { timeout: 60_000 });
     const message = await broken.textContent("#error");
-    assert.ok(message.includes(model) && (await broken.isVisible("#error")), message);
+    assert.ok(message.includes(models[0].file) && (await broken.isVisible("#error")), message);
     console.log(`a broken checkpoint: "${message}"`);
     await browser.close();
 
