@@ -25,14 +25,18 @@ pub mod shaders {
     /// Convolution forward and weight gradient sharing operands across a subgroup.
     pub const CONV_SUBGROUP: &str = include_str!("../../shaders/conv_subgroup.wgsl");
 
+    /// The LSTM scan of the Row LSTM and Diagonal BiLSTM, forward and backward.
+    pub const LSTM: &str = include_str!("../../shaders/lstm.wgsl");
+
     /// Every shader, named by file, for validation.
-    pub const ALL: [(&str, &str); 6] = [
+    pub const ALL: [(&str, &str); 7] = [
         ("conv.wgsl", CONV),
         ("conv_grad.wgsl", CONV_GRAD),
         ("conv_subgroup.wgsl", CONV_SUBGROUP),
         ("elementwise.wgsl", ELEMENTWISE),
         ("softmax.wgsl", SOFTMAX),
         ("optim.wgsl", OPTIM),
+        ("lstm.wgsl", LSTM),
     ];
 }
 
@@ -54,6 +58,10 @@ pub struct Kernels {
     pub(crate) sum_all: wgpu::ComputePipeline,
     pub(crate) rmsprop: wgpu::ComputePipeline,
     pub(crate) adam: wgpu::ComputePipeline,
+    pub(crate) lstm_step: wgpu::ComputePipeline,
+    pub(crate) lstm_step_backward: wgpu::ComputePipeline,
+    pub(crate) lstm_kss_grad: wgpu::ComputePipeline,
+    pub(crate) lstm_init_grad: wgpu::ComputePipeline,
 }
 
 /// A device, its queue and the compiled kernels. Cheap to clone.
@@ -108,9 +116,11 @@ impl Gpu {
         );
 
         let supported = adapter.limits();
+        // WebGPU's default of 8 storage buffers per stage: the LSTM steps bind 7.
         let limits = wgpu::Limits {
             max_storage_buffer_binding_size: supported.max_storage_buffer_binding_size,
             max_buffer_size: supported.max_buffer_size,
+            max_storage_buffers_per_shader_stage: 8,
             ..wgpu::Limits::downlevel_defaults()
         };
         let subgroups = options.subgroups
@@ -280,6 +290,7 @@ impl Kernels {
         let elementwise = module("elementwise", shaders::ELEMENTWISE);
         let softmax = module("softmax", shaders::SOFTMAX);
         let optim = module("optim", shaders::OPTIM);
+        let lstm = module("lstm", shaders::LSTM);
         let pipeline = |module: &wgpu::ShaderModule, entry: &str| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
@@ -309,6 +320,10 @@ impl Kernels {
             sum_all: pipeline(&softmax, "sum_all"),
             rmsprop: pipeline(&optim, "rmsprop"),
             adam: pipeline(&optim, "adam"),
+            lstm_step: pipeline(&lstm, "lstm_step"),
+            lstm_step_backward: pipeline(&lstm, "lstm_step_backward"),
+            lstm_kss_grad: pipeline(&lstm, "lstm_kss_grad"),
+            lstm_init_grad: pipeline(&lstm, "lstm_init_grad"),
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct Scan {
     pub hidden: usize,
 }
 
+use crate::gpu::{grid_1d, Dispatch, Gpu, View};
+
 /// The state-to-state taps of the Row LSTM: the previous row at columns j - 1, j, j + 1.
 pub const ROW_TAPS: [isize; 3] = [-1, 0, 1];
 
@@ -54,6 +56,139 @@ impl Scan {
     /// Index of position `l` of step `s` of image `b`.
     pub fn at(&self, b: usize, s: usize, l: usize) -> usize {
         (b * self.steps + s) * self.len + l
+    }
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ScanParams {
+    batch: u32,
+    steps: u32,
+    len: u32,
+    hidden: u32,
+    step: u32,
+    taps: u32,
+    tap0: i32,
+    _pad: u32,
+}
+
+/// The buffers of one scan on the GPU, in the layouts of the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanBuffers<'a> {
+    /// Input-to-state pre-activations `[B, S, L, n, 4]`.
+    pub pre: &'a View,
+    /// K^ss `[T, n, 4n]`.
+    pub kss: &'a View,
+    /// h_0 then c_0, `[2, n]`.
+    pub init: &'a View,
+    /// Gate activations `[B, S, L, n, 4]` (written).
+    pub gates: &'a View,
+    /// Cell states `[B, S, L, n]` (written).
+    pub c: &'a View,
+    /// Hidden states `[B, S, L, n]` (written).
+    pub h: &'a View,
+    /// Gradient buffers, for a backward pass.
+    pub grads: Option<ScanGrads<'a>>,
+}
+
+/// The gradient buffers of a scan's backward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanGrads<'a> {
+    /// Gradient of the loss with respect to every h, `[B, S, L, n]` (read).
+    pub dh: &'a View,
+    /// Of the pre-activations, `[B, S, L, n, 4]` (written).
+    pub pre: &'a View,
+    /// Scratch for the cell-state gradients, `[B, S, L, n]`.
+    pub c: &'a View,
+    /// Of K^ss, `[T, n, 4n]` (written).
+    pub kss: &'a View,
+    /// Of h_0 then c_0, `[2, n]` (written).
+    pub init: &'a View,
+}
+
+/// The launches of one scan: every step forward, in order, and with gradient buffers
+/// every step backward, in reverse, then the K^ss and initial-state gradients.
+#[derive(Debug, Clone)]
+pub struct ScanOp {
+    /// The forward steps.
+    pub forward: Vec<Dispatch>,
+    /// The backward pass (empty without gradient buffers).
+    pub backward: Vec<Dispatch>,
+}
+
+impl ScanOp {
+    /// Records the scan `sc` with state-to-state `taps` (consecutive offsets, such
+    /// as [`ROW_TAPS`] or [`DIAGONAL_TAPS`]) over the buffers `b`.
+    pub fn new(gpu: &Gpu, sc: &Scan, taps: &[isize], b: &ScanBuffers<'_>) -> Self {
+        assert!(
+            !taps.is_empty() && taps.windows(2).all(|w| w[1] == w[0] + 1),
+            "state-to-state taps must be consecutive offsets, got {taps:?}"
+        );
+        let params = |step: usize| {
+            gpu.uniform(
+                "scan",
+                &ScanParams {
+                    batch: sc.batch as u32,
+                    steps: sc.steps as u32,
+                    len: sc.len as u32,
+                    hidden: sc.hidden as u32,
+                    step: step as u32,
+                    taps: taps.len() as u32,
+                    tap0: taps[0] as i32,
+                    _pad: 0,
+                },
+            )
+        };
+        let k = &gpu.kernels;
+        let states = grid_1d(sc.batch * sc.len * sc.hidden, 64);
+
+        let forward = (0..sc.steps)
+            .map(|s| {
+                let views = [
+                    (1, b.pre),
+                    (2, b.kss),
+                    (3, b.init),
+                    (4, b.gates),
+                    (5, b.c),
+                    (6, b.h),
+                ];
+                Dispatch::new(gpu, &k.lstm_step, &params(s), &views, states)
+            })
+            .collect();
+
+        let mut backward = Vec::new();
+        if let Some(g) = &b.grads {
+            for s in (0..sc.steps).rev() {
+                let views = [
+                    (2, b.kss),
+                    (3, b.init),
+                    (4, b.gates),
+                    (5, b.c),
+                    (7, g.dh),
+                    (8, g.pre),
+                    (9, g.c),
+                ];
+                let d = Dispatch::new(gpu, &k.lstm_step_backward, &params(s), &views, states);
+                backward.push(d);
+            }
+            let once = params(0);
+            let n = sc.hidden;
+            backward.push(Dispatch::new(
+                gpu,
+                &k.lstm_kss_grad,
+                &once,
+                &[(3, b.init), (6, b.h), (8, g.pre), (10, g.kss)],
+                grid_1d(taps.len() * n * n, 64),
+            ));
+            backward.push(Dispatch::new(
+                gpu,
+                &k.lstm_init_grad,
+                &once,
+                &[(2, b.kss), (4, b.gates), (8, g.pre), (9, g.c), (11, g.init)],
+                grid_1d(2 * n, 64),
+            ));
+        }
+        Self { forward, backward }
     }
 }
 

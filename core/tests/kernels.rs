@@ -11,6 +11,14 @@ use pixelrnn::ops::{self, Optimizer, OptimizerOp, LEVELS};
 #[test]
 fn every_shader_validates() {
     assert!(!gpu::shaders::ALL.is_empty(), "no shaders found");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shaders");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(
+            !name.ends_with(".wgsl") || gpu::shaders::ALL.iter().any(|(n, _)| *n == name),
+            "shaders/{name} is not in gpu::shaders::ALL"
+        );
+    }
     for (name, source) in gpu::shaders::ALL {
         let module = naga::front::wgsl::parse_str(source)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));

@@ -1,11 +1,12 @@
-//! The LSTM scan's CPU reference: backward through several steps against finite
-//! differences, for the Row LSTM's and the Diagonal BiLSTM's state-to-state taps, and
-//! the reach of each step's state.
+//! The LSTM scan: the CPU reference's backward through several steps against finite
+//! differences, for the Row LSTM's and the Diagonal BiLSTM's state-to-state taps, the
+//! reach of each step's state, and the GPU scan against the CPU.
 
 mod common;
 
-use common::{rng, uniform, Tolerance};
-use pixelrnn::lstm::{cpu, Scan, DIAGONAL_TAPS, ROW_TAPS};
+use common::{rng, uniform, Tolerance, KERNEL};
+use pixelrnn::gpu::{submit, View};
+use pixelrnn::lstm::{cpu, Scan, ScanBuffers, ScanGrads, ScanOp, DIAGONAL_TAPS, ROW_TAPS};
 
 /// Finite differences of L = sum(h * r) for a fixed random r, in f64.
 #[test]
@@ -96,5 +97,75 @@ fn each_state_sees_exactly_its_cone() {
                 }
             }
         }
+    }
+}
+
+/// The GPU scan, forward through every step and backward through them all, against
+/// the CPU reference, for both tap sets and a partial last workgroup.
+#[test]
+fn gpu_scan_matches_cpu() {
+    let g = common::gpu();
+    let sc = Scan {
+        batch: 2,
+        steps: 5,
+        len: 7,
+        hidden: 6,
+    };
+    for (case, taps) in [&ROW_TAPS[..], &DIAGONAL_TAPS[..]].into_iter().enumerate() {
+        let mut r = rng(60 + case as u64);
+        let n = sc.hidden;
+        let pre = uniform(&mut r, sc.positions() * 4 * n);
+        let kss = uniform(&mut r, taps.len() * n * 4 * n);
+        let (h0, c0) = (uniform(&mut r, n), uniform(&mut r, n));
+        let dh = uniform(&mut r, sc.positions() * n);
+        let want = cpu::forward(&sc, taps, &pre, &kss, &h0, &c0);
+        let want_grad = cpu::backward(&sc, taps, &want, &dh, &kss, &h0, &c0);
+
+        let view = |label: &str, data: &[f32]| View::whole(&g.buffer_from(label, data));
+        let zeros = |label: &str, len: usize| View::whole(&g.zeros(label, len));
+        let init = [h0.clone(), c0.clone()].concat();
+        let (pre_v, kss_v, init_v) = (view("pre", &pre), view("kss", &kss), view("init", &init));
+        let gates = zeros("gates", sc.positions() * 4 * n);
+        let (c, h) = (
+            zeros("c", sc.positions() * n),
+            zeros("h", sc.positions() * n),
+        );
+        let dh_v = view("dh", &dh);
+        let dpre = zeros("dpre", sc.positions() * 4 * n);
+        let dc = zeros("dc", sc.positions() * n);
+        let dkss = zeros("dkss", kss.len());
+        let dinit = zeros("dinit", 2 * n);
+        let op = ScanOp::new(
+            &g,
+            &sc,
+            taps,
+            &ScanBuffers {
+                pre: &pre_v,
+                kss: &kss_v,
+                init: &init_v,
+                gates: &gates,
+                c: &c,
+                h: &h,
+                grads: Some(ScanGrads {
+                    dh: &dh_v,
+                    pre: &dpre,
+                    c: &dc,
+                    kss: &dkss,
+                    init: &dinit,
+                }),
+            },
+        );
+        submit(&g, &[&op.forward, &op.backward]);
+        let read = |v: &View| pollster::block_on(g.read(&v.buffer, 0, v.len)).unwrap();
+        let tol = KERNEL;
+        let what = |name: &str| format!("taps {taps:?}: {name}");
+        tol.assert(&what("gates"), &read(&gates), &want.gates);
+        tol.assert(&what("c"), &read(&c), &want.c);
+        tol.assert(&what("h"), &read(&h), &want.h);
+        tol.assert(&what("dpre"), &read(&dpre), &want_grad.pre);
+        tol.assert(&what("dkss"), &read(&dkss), &want_grad.kss);
+        let dinit_got = read(&dinit);
+        tol.assert(&what("dh0"), &dinit_got[..n], &want_grad.h0);
+        tol.assert(&what("dc0"), &dinit_got[n..], &want_grad.c0);
     }
 }
