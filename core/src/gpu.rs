@@ -28,8 +28,11 @@ pub mod shaders {
     /// The LSTM scan of the Row LSTM and Diagonal BiLSTM, forward and backward.
     pub const LSTM: &str = include_str!("../../shaders/lstm.wgsl");
 
+    /// Skew and unskew of the Diagonal BiLSTM.
+    pub const SKEW: &str = include_str!("../../shaders/skew.wgsl");
+
     /// Every shader, named by file, for validation.
-    pub const ALL: [(&str, &str); 7] = [
+    pub const ALL: [(&str, &str); 8] = [
         ("conv.wgsl", CONV),
         ("conv_grad.wgsl", CONV_GRAD),
         ("conv_subgroup.wgsl", CONV_SUBGROUP),
@@ -37,6 +40,7 @@ pub mod shaders {
         ("softmax.wgsl", SOFTMAX),
         ("optim.wgsl", OPTIM),
         ("lstm.wgsl", LSTM),
+        ("skew.wgsl", SKEW),
     ];
 }
 
@@ -62,6 +66,8 @@ pub struct Kernels {
     pub(crate) lstm_step_backward: wgpu::ComputePipeline,
     pub(crate) lstm_kss_grad: wgpu::ComputePipeline,
     pub(crate) lstm_init_grad: wgpu::ComputePipeline,
+    pub(crate) skew: wgpu::ComputePipeline,
+    pub(crate) unskew: wgpu::ComputePipeline,
 }
 
 /// A device, its queue and the compiled kernels. Cheap to clone.
@@ -291,6 +297,7 @@ impl Kernels {
         let softmax = module("softmax", shaders::SOFTMAX);
         let optim = module("optim", shaders::OPTIM);
         let lstm = module("lstm", shaders::LSTM);
+        let skew = module("skew", shaders::SKEW);
         let pipeline = |module: &wgpu::ShaderModule, entry: &str| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
@@ -324,6 +331,8 @@ impl Kernels {
             lstm_step_backward: pipeline(&lstm, "lstm_step_backward"),
             lstm_kss_grad: pipeline(&lstm, "lstm_kss_grad"),
             lstm_init_grad: pipeline(&lstm, "lstm_init_grad"),
+            skew: pipeline(&skew, "skew"),
+            unskew: pipeline(&skew, "unskew"),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`model`]: the PixelCNN architecture, its parameters and a CPU reference model.
 //! - [`network`]: the PixelCNN recorded on the GPU, training step in one submission.
 //! - [`sample`]: sampling and completion of occluded images.
+//! - [`skew`]: skew and unskew of the Diagonal BiLSTM.
 //! - [`checkpoint`]: safetensors checkpoints.
 //! - [`data`]: Fashion-MNIST, CIFAR-10 and image-folder datasets.
 #![warn(missing_docs)]
@@ -24,6 +25,7 @@ pub mod model;
 pub mod network;
 pub mod ops;
 pub mod sample;
+pub mod skew;
 
 /// Everything that can go wrong on bad input or a failing device.
 #[derive(Debug, thiserror::Error)]
