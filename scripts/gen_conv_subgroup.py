@@ -32,6 +32,7 @@ struct ConvParams {
     out_pad: u32,
     dir: i32,
     has_bias: u32,
+    tap0: u32,
 }
 
 struct GradParams {
@@ -48,6 +49,8 @@ struct GradParams {
     chunks: u32,
     mask_b: u32,
     groups: u32,
+    tap0: u32,
+    out_run: u32,
 }
 
 @group(0) @binding(0) var<uniform> cp: ConvParams;
@@ -113,7 +116,7 @@ fn conv_forward_subgroup(
         L.append("    " + " ".join(f"var a{i}{j} = b{j};" for j in range(C4)))
     L.append("""
     for (var t = 0u; t < cp.taps; t++) {
-        let d = tap_offset(t, cp.k) * cp.dir;""")
+        let d = tap_offset(t + cp.tap0, cp.k) * cp.dir;""")
     for i in range(PX):
         L.append(f"        let q{i} = neighbour(p0 + {i}u, d, cp.height, cp.width, cp.pixels);")
     L.append(f"""        for (var c = 0u; c < cp.in_ch; c += {SG}u) {{
@@ -167,7 +170,7 @@ fn conv_weight_grad_subgroup(
     let n4 = (wid.y % col_blocks) * {C4}u;
     let s = wid.z;
     let c0 = (wid.x * {SG}u + lane) * {KB}u;
-    let d = tap_offset(t, gp.k);
+    let d = tap_offset(t + gp.tap0, gp.k);
     let row4 = gp.out_ch / 4u;
 """)
     for i in range(KB):

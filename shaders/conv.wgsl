@@ -25,6 +25,9 @@ struct ConvParams {
     // (the transposed convolution that carries gradients back to the input).
     dir: i32,
     has_bias: u32,
+    // The first of the k x k kernel's causal taps stored: r k for a convolution along
+    // the centre row alone, else 0.
+    tap0: u32,
 }
 
 @group(0) @binding(0) var<uniform> cp: ConvParams;
@@ -103,7 +106,7 @@ fn conv_forward(
     var a30 = b0; var a31 = b1; var a32 = b2; var a33 = b3;
 
     for (var t = 0u; t < cp.taps; t++) {
-        let d = tap_offset(t, cp.k) * cp.dir;
+        let d = tap_offset(t + cp.tap0, cp.k) * cp.dir;
         let q0 = neighbour(p0, d);
         let q1 = neighbour(p0 + 1u, d);
         let q2 = neighbour(p0 + 2u, d);

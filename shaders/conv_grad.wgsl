@@ -28,6 +28,11 @@ struct GradParams {
     mask_b: u32,
     // Colour groups the channels split into: 3 for RGB, 1 for grey.
     groups: u32,
+    // The first causal tap stored (see ConvParams in conv.wgsl).
+    tap0: u32,
+    // Output channels come in runs of this many sharing a colour group (4 for the
+    // gates of an LSTM state channel, else 1).
+    out_run: u32,
 }
 
 @group(0) @binding(0) var<uniform> gp: GradParams;
@@ -52,7 +57,7 @@ struct Row {
 
 fn weight_row(r: u32) -> Row {
     let t = min(r / gp.in_ch, gp.taps - 1u);
-    return Row(tap_offset(t, gp.k), r % gp.in_ch, r < gp.taps * gp.in_ch);
+    return Row(tap_offset(t + gp.tap0, gp.k), r % gp.in_ch, r < gp.taps * gp.in_ch);
 }
 
 // x[p + row.d, row.c], or 0 outside the image or past the last row.
@@ -174,7 +179,7 @@ fn kept(t: u32, c: u32, n: u32) -> bool {
         return true;
     }
     let gi = colour(c, rp.in_ch);
-    let go = colour(n, rp.out_ch);
+    let go = colour(n / rp.out_run, rp.out_ch / rp.out_run);
     return gi < go || (rp.mask_b != 0u && gi == go);
 }
 

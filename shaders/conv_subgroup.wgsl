@@ -20,6 +20,7 @@ struct ConvParams {
     out_pad: u32,
     dir: i32,
     has_bias: u32,
+    tap0: u32,
 }
 
 struct GradParams {
@@ -36,6 +37,8 @@ struct GradParams {
     chunks: u32,
     mask_b: u32,
     groups: u32,
+    tap0: u32,
+    out_run: u32,
 }
 
 @group(0) @binding(0) var<uniform> cp: ConvParams;
@@ -104,7 +107,7 @@ fn conv_forward_subgroup(
     var a30 = b0; var a31 = b1; var a32 = b2; var a33 = b3; var a34 = b4; var a35 = b5; var a36 = b6; var a37 = b7;
 
     for (var t = 0u; t < cp.taps; t++) {
-        let d = tap_offset(t, cp.k) * cp.dir;
+        let d = tap_offset(t + cp.tap0, cp.k) * cp.dir;
         let q0 = neighbour(p0 + 0u, d, cp.height, cp.width, cp.pixels);
         let q1 = neighbour(p0 + 1u, d, cp.height, cp.width, cp.pixels);
         let q2 = neighbour(p0 + 2u, d, cp.height, cp.width, cp.pixels);
@@ -414,7 +417,7 @@ fn conv_weight_grad_subgroup(
     let n4 = (wid.y % col_blocks) * 8u;
     let s = wid.z;
     let c0 = (wid.x * 8u + lane) * 4u;
-    let d = tap_offset(t, gp.k);
+    let d = tap_offset(t + gp.tap0, gp.k);
     let row4 = gp.out_ch / 4u;
 
     var a00 = vec4<f32>(0.0); var a01 = vec4<f32>(0.0); var a02 = vec4<f32>(0.0); var a03 = vec4<f32>(0.0); var a04 = vec4<f32>(0.0); var a05 = vec4<f32>(0.0); var a06 = vec4<f32>(0.0); var a07 = vec4<f32>(0.0);

@@ -11,7 +11,7 @@ use std::path::Path;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::conv::{self, tap_offset, ConvShape};
+use crate::conv::{self, ConvShape};
 use crate::model::{ParamLayout, PixelCnnConfig};
 use crate::Error;
 
@@ -59,7 +59,7 @@ fn to_oihw(s: &ConvShape, w: &[f32]) -> Vec<f32> {
     let (k, r) = (s.k, (s.k / 2) as isize);
     let mut out = vec![0.0; s.out_ch * s.in_ch * k * k];
     for t in 0..s.taps() {
-        let (dy, dx) = tap_offset(t, k);
+        let (dy, dx) = s.offset(t);
         let (ky, kx) = ((dy + r) as usize, (dx + r) as usize);
         for ci in 0..s.in_ch {
             for co in 0..s.out_ch {
@@ -76,7 +76,7 @@ fn from_oihw(s: &ConvShape, full: &[f32]) -> Vec<f32> {
     let (k, r) = (s.k, (s.k / 2) as isize);
     let mut w = vec![0.0; s.weight_len()];
     for t in 0..s.taps() {
-        let (dy, dx) = tap_offset(t, k);
+        let (dy, dx) = s.offset(t);
         let (ky, kx) = ((dy + r) as usize, (dx + r) as usize);
         for ci in 0..s.in_ch {
             for co in 0..s.out_ch {

@@ -34,6 +34,12 @@ pub struct ConvShape {
     pub mask: Mask,
     /// Colour groups: 3 for RGB, 1 for grey.
     pub groups: usize,
+    /// Only the centre row's taps: the k x 1 convolution along the row of the Row
+    /// LSTM's input-to-state term. Otherwise the rows above the centre too.
+    pub row_only: bool,
+    /// Output channels come in runs of this many that share a colour group: 1 for
+    /// plain maps, 4 for LSTM gate pre-activations (the gates of one state channel).
+    pub out_run: usize,
 }
 
 /// The (dy, dx) offset of causal tap `t` of a `k` x `k` kernel.
@@ -52,10 +58,37 @@ pub fn colour_group(c: usize, count: usize, groups: usize) -> usize {
 }
 
 impl ConvShape {
+    /// A k x k convolution with every causal tap, over plain maps.
+    pub fn new(k: usize, in_ch: usize, out_ch: usize, mask: Mask, groups: usize) -> Self {
+        Self {
+            k,
+            in_ch,
+            out_ch,
+            mask,
+            groups,
+            row_only: false,
+            out_run: 1,
+        }
+    }
+
     /// Number of causal taps T.
     pub fn taps(&self) -> usize {
         let r = self.k / 2;
-        r * self.k + r + 1
+        r * self.k + r + 1 - self.first_tap()
+    }
+
+    /// Where this shape's taps start among the causal taps of a k x k kernel.
+    pub fn first_tap(&self) -> usize {
+        if self.row_only {
+            self.k / 2 * self.k
+        } else {
+            0
+        }
+    }
+
+    /// The (dy, dx) offset of tap `t`.
+    pub fn offset(&self, t: usize) -> (isize, isize) {
+        tap_offset(t + self.first_tap(), self.k)
     }
 
     /// Number of stored weights, T x C_in x C_out.
@@ -69,7 +102,7 @@ impl ConvShape {
             return true;
         }
         let gi = colour_group(ci, self.in_ch, self.groups);
-        let go = colour_group(co, self.out_ch, self.groups);
+        let go = colour_group(co / self.out_run, self.out_ch / self.out_run, self.groups);
         gi < go || (self.mask == Mask::B && gi == go)
     }
 
@@ -119,7 +152,7 @@ pub mod cpu {
             let out = &mut y[p * s.out_ch..(p + 1) * s.out_ch];
             out.copy_from_slice(b);
             for t in 0..s.taps() {
-                let Some(q) = g.neighbour(p, tap_offset(t, s.k)) else {
+                let Some(q) = g.neighbour(p, s.offset(t)) else {
                     continue;
                 };
                 for ci in 0..s.in_ch {
@@ -139,7 +172,7 @@ pub mod cpu {
         let mut dx = vec![0.0; g.pixels() * s.in_ch];
         for p in 0..g.pixels() {
             for t in 0..s.taps() {
-                let Some(q) = g.neighbour(p, tap_offset(t, s.k)) else {
+                let Some(q) = g.neighbour(p, s.offset(t)) else {
                     continue;
                 };
                 let grad = &dy[p * s.out_ch..(p + 1) * s.out_ch];
@@ -163,7 +196,7 @@ pub mod cpu {
                 *d += v;
             }
             for t in 0..s.taps() {
-                let Some(q) = g.neighbour(p, tap_offset(t, s.k)) else {
+                let Some(q) = g.neighbour(p, s.offset(t)) else {
                     continue;
                 };
                 for ci in 0..s.in_ch {
@@ -207,7 +240,8 @@ struct ForwardUniform {
     out_pad: u32,
     dir: i32,
     has_bias: u32,
-    _pad: [u32; 2],
+    tap0: u32,
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -226,7 +260,9 @@ struct GradUniform {
     chunks: u32,
     mask_b: u32,
     groups: u32,
-    _pad: [u32; 3],
+    tap0: u32,
+    out_run: u32,
+    _pad: u32,
 }
 
 /// Pixels summed by one invocation of the weight-gradient kernel.
@@ -354,7 +390,8 @@ impl ConvOp {
             out_pad: layout.out_pad as u32,
             dir: 1,
             has_bias: 1,
-            _pad: [0; 2],
+            tap0: s.first_tap() as u32,
+            _pad: 0,
         };
         // Both forward kernels take 4 pixels per invocation; the subgroup one 32
         // output channels, the portable one 16.
@@ -403,7 +440,9 @@ impl ConvOp {
             chunks: chunks as u32,
             mask_b: (s.mask == Mask::B) as u32,
             groups: s.groups as u32,
-            _pad: [0; 3],
+            tap0: s.first_tap() as u32,
+            out_run: s.out_run as u32,
+            _pad: 0,
         };
 
         // dW and db: partial sums over chunks of pixels, then their masked sum.

@@ -57,13 +57,7 @@ impl PixelCnnConfig {
     pub fn convs(&self) -> Vec<ConvShape> {
         let g = self.channels;
         let h = self.hidden;
-        let shape = |k, in_ch, out_ch, mask| ConvShape {
-            k,
-            in_ch,
-            out_ch,
-            mask,
-            groups: g,
-        };
+        let shape = |k, in_ch, out_ch, mask| ConvShape::new(k, in_ch, out_ch, mask, g);
         let mut convs = vec![shape(7, self.channels, 2 * h, Mask::A)];
         for _ in 0..self.layers {
             convs.push(shape(1, 2 * h, h, Mask::B));

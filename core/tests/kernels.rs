@@ -35,14 +35,14 @@ fn every_shader_validates() {
 }
 
 /// Shapes covering every kernel size, both masks, grey and RGB groups, channel
-/// counts that are not multiples of 16, and grids with a partial last block.
+/// counts that are not multiples of 16, grids with a partial last block, and the Row
+/// LSTM's input-to-state convolution along the row into gate runs of 4.
 fn shapes() -> Vec<(ConvShape, Grid)> {
-    let s = |k, in_ch, out_ch, mask, groups| ConvShape {
-        k,
-        in_ch,
-        out_ch,
-        mask,
-        groups,
+    let s = ConvShape::new;
+    let row = |k, in_ch, out_ch, groups| ConvShape {
+        row_only: true,
+        out_run: 4,
+        ..ConvShape::new(k, in_ch, out_ch, Mask::B, groups)
     };
     let g = |batch, height, width| Grid {
         batch,
@@ -53,9 +53,11 @@ fn shapes() -> Vec<(ConvShape, Grid)> {
         (s(7, 1, 8, Mask::A, 1), g(2, 5, 6)),
         (s(7, 3, 12, Mask::A, 3), g(1, 9, 7)),
         (s(3, 12, 20, Mask::B, 3), g(3, 4, 5)),
+        (row(3, 12, 48, 3), g(2, 4, 5)),
         (s(1, 24, 36, Mask::B, 3), g(2, 3, 3)),
         (s(1, 8, 768, Mask::B, 3), g(1, 2, 3)),
         (s(3, 16, 16, Mask::B, 1), g(2, 6, 6)),
+        (row(3, 16, 64, 3), g(1, 3, 9)),
     ]
 }
 
@@ -282,5 +284,30 @@ fn optimizers_match_cpu() {
         }
         let got = pollster::block_on(gpu.read_all(&tv.buffer)).unwrap();
         KERNEL.assert(opt.name(), &got, &theta);
+    }
+}
+
+/// The Row LSTM's input-to-state convolution: along the centre row only (the pixel
+/// to the left, then the pixel itself), and under mask B the gates of a state channel
+/// of colour g see inputs of colours up to g at the pixel itself.
+#[test]
+fn row_convolution_taps_and_gate_masks() {
+    let s = ConvShape {
+        row_only: true,
+        out_run: 4,
+        ..ConvShape::new(3, 3, 12, Mask::B, 3)
+    };
+    assert_eq!(s.taps(), 2);
+    assert_eq!([s.offset(0), s.offset(1)], [(0, -1), (0, 0)]);
+    // 12 gate channels: the 4 gates of state channels 0 (R), 1 (G) and 2 (B).
+    for co in 0..12 {
+        for ci in 0..3 {
+            assert!(s.kept(0, ci, co), "left neighbour, input {ci}, gate {co}");
+            assert_eq!(
+                s.kept(1, ci, co),
+                ci <= co / 4,
+                "centre, input {ci}, gate {co}"
+            );
+        }
     }
 }
