@@ -374,3 +374,93 @@ pub mod cpu {
         grad
     }
 }
+
+/// A Row LSTM layer (section 3.1) around the scan, on the CPU: the masked 1 x 3
+/// input-to-state convolution of the layer input (2h maps) into the gates of n state
+/// channels, the scan over rows, and a 1x1 mask-B convolution of h back to 2h maps
+/// added to the input (the residual connection).
+pub mod row_layer {
+    use super::{cpu, Scan, ROW_TAPS};
+    use crate::conv::{self, ConvShape, Grid, Mask};
+
+    /// The weights of one layer (convolutions in [`conv`]'s `[T, C_in, C_out]` layout).
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Weights {
+        /// K^is and its bias: 2h -> 4n, along the row, mask B.
+        pub kis: (Vec<f32>, Vec<f32>),
+        /// K^ss, `[3, n, 4n]`.
+        pub kss: Vec<f32>,
+        /// h_0 then c_0, `[2, n]`.
+        pub init: Vec<f32>,
+        /// The 1x1 convolution n -> 2h and its bias, mask B.
+        pub out: (Vec<f32>, Vec<f32>),
+    }
+
+    /// The input-to-state convolution of a layer with `maps` = 2h inputs and `n` states.
+    pub fn kis_shape(maps: usize, n: usize, groups: usize) -> ConvShape {
+        ConvShape {
+            row_only: true,
+            out_run: 4,
+            ..ConvShape::new(3, maps, 4 * n, Mask::B, groups)
+        }
+    }
+
+    /// The output convolution back to the residual stream.
+    pub fn out_shape(maps: usize, n: usize, groups: usize) -> ConvShape {
+        ConvShape::new(1, n, maps, Mask::B, groups)
+    }
+
+    fn scan(g: Grid, n: usize) -> Scan {
+        Scan {
+            batch: g.batch,
+            steps: g.height,
+            len: g.width,
+            hidden: n,
+        }
+    }
+
+    /// x + W_out ⊛ h for layer input x `[P, 2h]`, with h the scan's hidden states.
+    pub fn forward(
+        g: Grid,
+        maps: usize,
+        n: usize,
+        groups: usize,
+        w: &Weights,
+        x: &[f32],
+    ) -> Vec<f32> {
+        let (kis, out) = (kis_shape(maps, n, groups), out_shape(maps, n, groups));
+        let pre = conv::cpu::forward(&kis, g, x, &w.kis.0, &w.kis.1);
+        let (h0, c0) = w.init.split_at(n);
+        let states = cpu::forward(&scan(g, n), &ROW_TAPS, &pre, &w.kss, h0, c0);
+        let mut y = conv::cpu::forward(&out, g, &states.h, &w.out.0, &w.out.1);
+        for (v, xv) in y.iter_mut().zip(x) {
+            *v += xv;
+        }
+        y
+    }
+
+    /// The gradient of the layer's input from `dy`, the gradient of its output.
+    pub fn backward_input(
+        g: Grid,
+        maps: usize,
+        n: usize,
+        groups: usize,
+        w: &Weights,
+        x: &[f32],
+        dy: &[f32],
+    ) -> Vec<f32> {
+        let (kis, out) = (kis_shape(maps, n, groups), out_shape(maps, n, groups));
+        let sc = scan(g, n);
+        let pre = conv::cpu::forward(&kis, g, x, &w.kis.0, &w.kis.1);
+        let (h0, c0) = w.init.split_at(n);
+        let states = cpu::forward(&sc, &ROW_TAPS, &pre, &w.kss, h0, c0);
+
+        let dh = conv::cpu::backward_input(&out, g, dy, &w.out.0);
+        let grad = cpu::backward(&sc, &ROW_TAPS, &states, &dh, &w.kss, h0, c0);
+        let mut dx = conv::cpu::backward_input(&kis, g, &grad.pre, &w.kis.0);
+        for (d, dyv) in dx.iter_mut().zip(dy) {
+            *d += dyv;
+        }
+        dx
+    }
+}

@@ -169,3 +169,110 @@ fn gpu_scan_matches_cpu() {
         tol.assert(&what("dc0"), &dinit_got[n..], &want_grad.c0);
     }
 }
+
+mod row_layer {
+    use super::common::{rng, uniform, Tolerance};
+    use pixelrnn::conv::{self, colour_group, Grid};
+    use pixelrnn::lstm::row_layer::{backward_input, forward, kis_shape, out_shape, Weights};
+
+    const G: Grid = Grid {
+        batch: 1,
+        height: 4,
+        width: 5,
+    };
+    // n not a multiple of 3, so that a gate's colour must come from its state channel.
+    const MAPS: usize = 8;
+    const N: usize = 4;
+    const GROUPS: usize = 3;
+
+    fn weights(seed: u64) -> Weights {
+        let mut r = rng(seed);
+        let (kis, out) = (kis_shape(MAPS, N, GROUPS), out_shape(MAPS, N, GROUPS));
+        let mut kis_w = uniform(&mut r, kis.weight_len());
+        conv::cpu::apply_mask(&kis, &mut kis_w);
+        let mut out_w = uniform(&mut r, out.weight_len());
+        conv::cpu::apply_mask(&out, &mut out_w);
+        Weights {
+            kis: (kis_w, uniform(&mut r, kis.out_ch)),
+            kss: uniform(&mut r, 3 * N * 4 * N),
+            init: uniform(&mut r, 2 * N),
+            out: (out_w, uniform(&mut r, MAPS)),
+        }
+    }
+
+    /// Finite differences of L = sum(y * r) with respect to the layer input.
+    #[test]
+    fn layer_backward_matches_finite_differences() {
+        let w = weights(1);
+        let mut r = rng(2);
+        let x = uniform(&mut r, G.pixels() * MAPS);
+        let proj = uniform(&mut r, G.pixels() * MAPS);
+        let loss = |x: &[f32]| -> f64 {
+            let y = forward(G, MAPS, N, GROUPS, &w, x);
+            y.iter()
+                .zip(&proj)
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum()
+        };
+        let dx = backward_input(G, MAPS, N, GROUPS, &w, &x, &proj);
+        let eps = 1e-2f32;
+        let fd = Tolerance {
+            rel: 1e-2,
+            abs: 1e-3,
+        };
+        for i in 0..x.len() {
+            let at = |d: f32| {
+                let mut x2 = x.clone();
+                x2[i] += d;
+                loss(&x2)
+            };
+            let num = ((at(eps) - at(-eps)) / (2.0 * eps as f64)) as f32;
+            fd.assert(&format!("dx[{i}]"), &[dx[i]], &[num]);
+        }
+    }
+
+    /// The layer's output at pixel (r, c) in colour group g depends on no later pixel
+    /// and, at (r, c) itself, on no input of a later colour; it does depend on the
+    /// pixels to its left and on the previous row's pixels up to one column to the
+    /// right (the Row LSTM's triangle), and on its own pixel's earlier colours.
+    #[test]
+    fn layer_is_causal_and_sees_the_row_above() {
+        let w = weights(3);
+        let x = uniform(&mut rng(4), G.pixels() * MAPS);
+        let (row, col) = (2, 2);
+        let p = row * G.width + col;
+        for co in 0..MAPS {
+            let mut dy = vec![0.0; G.pixels() * MAPS];
+            dy[p * MAPS + co] = 1.0;
+            let dx = backward_input(G, MAPS, N, GROUPS, &w, &x, &dy);
+            let go = colour_group(co, MAPS, GROUPS);
+            for q in 0..G.pixels() {
+                for ci in 0..MAPS {
+                    let d = dx[q * MAPS + ci];
+                    let gi = colour_group(ci, MAPS, GROUPS);
+                    let later = q > p || (q == p && gi > go);
+                    let at = format!("output ({row}, {col}) map {co}, input pixel {q} map {ci}");
+                    if later {
+                        assert_eq!(d, 0.0, "{at} is in the future");
+                    }
+                }
+            }
+            if go > 0 {
+                let earlier = (0..MAPS)
+                    .any(|ci| colour_group(ci, MAPS, GROUPS) < go && dx[p * MAPS + ci] != 0.0);
+                assert!(
+                    earlier,
+                    "output map {co} does not see its pixel's earlier colours"
+                );
+            }
+            // Left on the same row, and the previous row from one column left to one right.
+            for q in [p - 1, p - G.width - 1, p - G.width, p - G.width + 1] {
+                let seen = (0..MAPS).any(|ci| dx[q * MAPS + ci] != 0.0);
+                assert!(
+                    seen,
+                    "output ({row}, {col}) map {co} does not see pixel {q}"
+                );
+            }
+        }
+    }
+}
