@@ -50,6 +50,28 @@ fn sigmoid(z: vec3<f32>) -> vec3<f32> {
     return 1.0 / (1.0 + exp(-z));
 }
 
+// Image b, position l and state channel k of step invocation i (B L n of them).
+fn step_invocation(i: u32) -> vec3<u32> {
+    let n = sp.hidden;
+    return vec3<u32>(i / (n * sp.len), (i / n) % sp.len, i % n);
+}
+
+// h_{s-1}[b, q, m]: h_0 before the first step.
+fn h_before(b: u32, s: u32, q: u32, m: u32) -> f32 {
+    if s == 0u {
+        return init[m];
+    }
+    return h[at(b, s - 1u, q) * sp.hidden + m];
+}
+
+// c_{s-1}[b, l, k]: c_0 before the first step.
+fn c_before(b: u32, s: u32, l: u32, k: u32) -> f32 {
+    if s == 0u {
+        return init[sp.hidden + k];
+    }
+    return c[at(b, s - 1u, l) * sp.hidden + k];
+}
+
 // Invocation (b, l, k): z = pre + K^ss ⊛ h_{s-1}; c_s = f c_{s-1} + i g;
 // h_s = o tanh(c_s). Grid: B L n invocations.
 @compute @workgroup_size(64)
@@ -59,9 +81,10 @@ fn lstm_step(@builtin(global_invocation_id) gid: vec3<u32>) {
     if i >= sp.batch * sp.len * n {
         return;
     }
-    let k = i % n;
-    let l = (i / n) % sp.len;
-    let b = i / (n * sp.len);
+    let v = step_invocation(i);
+    let b = v.x;
+    let l = v.y;
+    let k = v.z;
     let s = sp.step;
     let p = at(b, s, l) * n + k;
 
@@ -72,18 +95,11 @@ fn lstm_step(@builtin(global_invocation_id) gid: vec3<u32>) {
             continue;
         }
         for (var m = 0u; m < n; m++) {
-            var hm = init[m];
-            if s > 0u {
-                hm = h[at(b, s - 1u, u32(q)) * n + m];
-            }
-            z += kss[(t * n + m) * n + k] * hm;
+            z += kss[(t * n + m) * n + k] * h_before(b, s, u32(q), m);
         }
     }
 
-    var c_prev = init[n + k];
-    if s > 0u {
-        c_prev = c[at(b, s - 1u, l) * n + k];
-    }
+    let c_prev = c_before(b, s, l, k);
     let ifo = sigmoid(z.xyz);
     let g = tanh(z.w);
     let cs = ifo.y * c_prev + ifo.x * g;
@@ -102,9 +118,10 @@ fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     if i >= sp.batch * sp.len * n {
         return;
     }
-    let k = i % n;
-    let l = (i / n) % sp.len;
-    let b = i / (n * sp.len);
+    let v = step_invocation(i);
+    let b = v.x;
+    let l = v.y;
+    let k = v.z;
     let s = sp.step;
     let p = at(b, s, l) * n + k;
 
@@ -126,10 +143,7 @@ fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         dc_s = dc[after] * gates[after].y;
     }
 
-    var c_prev = init[n + k];
-    if s > 0u {
-        c_prev = c[at(b, s - 1u, l) * n + k];
-    }
+    let c_prev = c_before(b, s, l, k);
     let gt = gates[p];
     let tc = tanh(c[p]);
     dc_s += dh_k * gt.z * (1.0 - tc * tc);
@@ -163,11 +177,7 @@ fn lstm_kss_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
                 if q < 0 {
                     continue;
                 }
-                var hm = init[m];
-                if s > 0u {
-                    hm = h[at(b, s - 1u, u32(q)) * n + m];
-                }
-                acc += hm * dpre[at(b, s, l) * n + k];
+                acc += h_before(b, s, u32(q), m) * dpre[at(b, s, l) * n + k];
             }
         }
     }

@@ -419,6 +419,29 @@ pub mod row_layer {
         }
     }
 
+    /// A layer's two convolutions, its scan, and the scan's forward pass.
+    struct Layer {
+        kis: ConvShape,
+        out: ConvShape,
+        sc: Scan,
+        states: cpu::Forward,
+    }
+
+    /// Runs the input-to-state convolution and the scan over x.
+    fn run(g: Grid, maps: usize, n: usize, groups: usize, w: &Weights, x: &[f32]) -> Layer {
+        let kis = kis_shape(maps, n, groups);
+        let sc = scan(g, n);
+        let pre = conv::cpu::forward(&kis, g, x, &w.kis.0, &w.kis.1);
+        let (h0, c0) = w.init.split_at(n);
+        let states = cpu::forward(&sc, &ROW_TAPS, &pre, &w.kss, h0, c0);
+        Layer {
+            kis,
+            out: out_shape(maps, n, groups),
+            sc,
+            states,
+        }
+    }
+
     /// x + W_out ⊛ h for layer input x `[P, 2h]`, with h the scan's hidden states.
     pub fn forward(
         g: Grid,
@@ -428,11 +451,8 @@ pub mod row_layer {
         w: &Weights,
         x: &[f32],
     ) -> Vec<f32> {
-        let (kis, out) = (kis_shape(maps, n, groups), out_shape(maps, n, groups));
-        let pre = conv::cpu::forward(&kis, g, x, &w.kis.0, &w.kis.1);
-        let (h0, c0) = w.init.split_at(n);
-        let states = cpu::forward(&scan(g, n), &ROW_TAPS, &pre, &w.kss, h0, c0);
-        let mut y = conv::cpu::forward(&out, g, &states.h, &w.out.0, &w.out.1);
+        let layer = run(g, maps, n, groups, w, x);
+        let mut y = conv::cpu::forward(&layer.out, g, &layer.states.h, &w.out.0, &w.out.1);
         for (v, xv) in y.iter_mut().zip(x) {
             *v += xv;
         }
@@ -449,15 +469,11 @@ pub mod row_layer {
         x: &[f32],
         dy: &[f32],
     ) -> Vec<f32> {
-        let (kis, out) = (kis_shape(maps, n, groups), out_shape(maps, n, groups));
-        let sc = scan(g, n);
-        let pre = conv::cpu::forward(&kis, g, x, &w.kis.0, &w.kis.1);
+        let layer = run(g, maps, n, groups, w, x);
         let (h0, c0) = w.init.split_at(n);
-        let states = cpu::forward(&sc, &ROW_TAPS, &pre, &w.kss, h0, c0);
-
-        let dh = conv::cpu::backward_input(&out, g, dy, &w.out.0);
-        let grad = cpu::backward(&sc, &ROW_TAPS, &states, &dh, &w.kss, h0, c0);
-        let mut dx = conv::cpu::backward_input(&kis, g, &grad.pre, &w.kis.0);
+        let dh = conv::cpu::backward_input(&layer.out, g, dy, &w.out.0);
+        let grad = cpu::backward(&layer.sc, &ROW_TAPS, &layer.states, &dh, &w.kss, h0, c0);
+        let mut dx = conv::cpu::backward_input(&layer.kis, g, &grad.pre, &w.kis.0);
         for (d, dyv) in dx.iter_mut().zip(dy) {
             *d += dyv;
         }
