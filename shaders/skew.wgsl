@@ -5,8 +5,8 @@
 //
 // Legend: B images, H x W maps of K channels; skewed maps are [B, S, H, K] (step s,
 // position i). `mirror` reads the columns right to left (the second direction),
-// `shift` moves the unskewed rows down by one (row 0 gets zeros), as the
-// right-to-left output is before it is added.
+// `shift` moves the unskewed rows down by that many rows (the rows it leaves empty
+// get zeros): by one for the right-to-left output before it is added.
 
 struct SkewParams {
     batch: u32,
@@ -14,7 +14,7 @@ struct SkewParams {
     width: u32,
     channels: u32,
     mirror: u32,
-    shift: u32,
+    shift: i32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -33,7 +33,7 @@ fn column(c: u32) -> u32 {
 }
 
 // dst [B, S, H, K] from src [B, H, W, K]: position i of step s is image row
-// i + shift, column s - i, or zero where the diagonal has no pixel.
+// i + shift, column s - i, or zero where that is outside the image.
 @compute @workgroup_size(64)
 fn skew(@builtin(global_invocation_id) gid: vec3<u32>) {
     let steps = kp.height + kp.width - 1u;
@@ -45,16 +45,17 @@ fn skew(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = (e / kp.channels) % kp.height;
     let s = (e / (kp.channels * kp.height)) % steps;
     let b = e / (kp.channels * kp.height * steps);
-    let row = i + kp.shift;
+    let row = i32(i) + kp.shift;
     var v = 0.0;
-    if s >= i && s - i < kp.width && row < kp.height {
-        v = src[((b * kp.height + row) * kp.width + column(s - i)) * kp.channels + ch];
+    if s >= i && s - i < kp.width && row >= 0 && row < i32(kp.height) {
+        v = src[((b * kp.height + u32(row)) * kp.width + column(s - i)) * kp.channels + ch];
     }
     dst[e] = v;
 }
 
 // dst [B, H, W, K] from src [B, S, H, K]: image row r, column c is position
-// r - shift of step (r - shift) + c, or zero for the rows the shift leaves empty.
+// r - shift of step (r - shift) + column(c), or zero for the rows the shift leaves
+// empty.
 @compute @workgroup_size(64)
 fn unskew(@builtin(global_invocation_id) gid: vec3<u32>) {
     let steps = kp.height + kp.width - 1u;
@@ -66,11 +67,11 @@ fn unskew(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = (e / kp.channels) % kp.width;
     let r = (e / (kp.channels * kp.width)) % kp.height;
     let b = e / (kp.channels * kp.width * kp.height);
+    let i = i32(r) - kp.shift;
     var v = 0.0;
-    if r >= kp.shift {
-        let i = r - kp.shift;
-        let s = i + column(c);
-        v = src[((b * steps + s) * kp.height + i) * kp.channels + ch];
+    if i >= 0 && i < i32(kp.height) {
+        let s = u32(i) + column(c);
+        v = src[((b * steps + s) * kp.height + u32(i)) * kp.channels + ch];
     }
     dst[e] = v;
 }

@@ -2,8 +2,9 @@
 //!
 //! Tensor names and layouts are documented in `docs/checkpoint.md`: each convolution
 //! is stored as a PyTorch-style `[C_out, C_in, k, k]` weight (masked entries zero)
-//! and a `[C_out]` bias; the optimizer moments, when present, are stored the same way
-//! under `optimizer.m.` and `optimizer.v.`.
+//! and a `[C_out]` bias, the LSTMs' state-to-state weights and initial states as they
+//! are held; the optimizer moments, when present, are stored the same way under
+//! `optimizer.m.` and `optimizer.v.`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,7 +13,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::conv::{self, ConvShape};
-use crate::model::{ParamLayout, PixelCnnConfig};
+use crate::model::{Arch, ModelConfig, ParamLayout};
 use crate::Error;
 
 /// The value of the `format` metadata key that marks our checkpoints.
@@ -31,27 +32,17 @@ pub struct OptimizerState {
     pub v: Vec<f32>,
 }
 
-/// A trained (or training) PixelCNN.
+/// A trained (or training) model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
     /// The architecture.
-    pub config: PixelCnnConfig,
+    pub config: ModelConfig,
     /// Parameters in the flat layout of [`ParamLayout`].
     pub params: Vec<f32>,
     /// Optimizer state, for resuming training.
     pub optimizer: Option<OptimizerState>,
     /// Free-form string metadata (dataset, seed, test bits/dim, ...).
     pub info: HashMap<String, String>,
-}
-
-/// The name of convolution `i` of a model with `layers` residual blocks.
-pub fn conv_name(i: usize, layers: usize) -> String {
-    match i {
-        0 => "input".to_string(),
-        i if i <= 3 * layers => format!("block{}.conv{}", (i - 1) / 3, (i - 1) % 3 + 1),
-        i if i == 3 * layers + 1 => "output.conv1".to_string(),
-        _ => "output.conv2".to_string(),
-    }
 }
 
 /// `[T, C_in, C_out]` causal taps to a full `[C_out, C_in, k, k]` kernel.
@@ -89,10 +80,10 @@ fn from_oihw(s: &ConvShape, full: &[f32]) -> Vec<f32> {
     w
 }
 
-/// Named `[C_out, C_in, k, k]` weights and `[C_out]` biases of a flat parameter buffer,
-/// each name prefixed by `prefix`.
+/// Named tensors of a flat parameter buffer (convolutions as `[C_out, C_in, k, k]`
+/// weights and `[C_out]` biases), each name prefixed by `prefix`.
 fn named_tensors(
-    config: &PixelCnnConfig,
+    config: &ModelConfig,
     flat: &[f32],
     prefix: &str,
 ) -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -101,13 +92,17 @@ fn named_tensors(
     for (i, cl) in layout.convs.iter().enumerate() {
         let s = cl.shape;
         let (w, b) = layout.unpack(flat, i);
-        let name = format!("{prefix}{}", conv_name(i, config.layers));
+        let name = format!("{prefix}{}", layout.conv_names[i]);
         out.push((
             format!("{name}.weight"),
             vec![s.out_ch, s.in_ch, s.k, s.k],
             to_oihw(&s, &w),
         ));
         out.push((format!("{name}.bias"), vec![s.out_ch], b));
+    }
+    for (i, v) in layout.vectors.iter().enumerate() {
+        let values = layout.vector_of(flat, i).to_vec();
+        out.push((format!("{prefix}{}", v.name), v.shape.clone(), values));
     }
     out
 }
@@ -132,7 +127,7 @@ impl Checkpoint {
         let mut tensors = named_tensors(c, &self.params, "");
         let mut meta = self.info.clone();
         meta.insert("format".into(), FORMAT.into());
-        meta.insert("model".into(), "pixelcnn".into());
+        meta.insert("model".into(), c.arch.name().into());
         meta.insert("channels".into(), c.channels.to_string());
         meta.insert("size".into(), c.size.to_string());
         meta.insert("layers".into(), c.layers.to_string());
@@ -176,15 +171,16 @@ impl Checkpoint {
             ));
         }
         let model = meta.get("model").map(String::as_str).unwrap_or("?");
-        if model != "pixelcnn" {
-            return Err(fail(format!("model '{model}' is not supported")));
-        }
+        let arch: Arch = model
+            .parse()
+            .map_err(|_| fail(format!("model '{model}' is not supported")))?;
         let number = |key: &str| -> Result<usize, Error> {
             meta.get(key)
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| fail(format!("metadata '{key}' is missing or not a number")))
         };
-        let config = PixelCnnConfig {
+        let config = ModelConfig {
+            arch,
             channels: number("channels")?,
             size: number("size")?,
             layers: number("layers")?,
@@ -222,10 +218,14 @@ impl Checkpoint {
             };
             for (i, cl) in layout.convs.iter().enumerate() {
                 let s = cl.shape;
-                let name = format!("{prefix}{}", conv_name(i, config.layers));
+                let name = format!("{prefix}{}", layout.conv_names[i]);
                 let full = read(&format!("{name}.weight"), &[s.out_ch, s.in_ch, s.k, s.k])?;
                 let b = read(&format!("{name}.bias"), &[s.out_ch])?;
                 layout.pack_into(&mut flat, i, &from_oihw(&s, &full), &b);
+            }
+            for (i, v) in layout.vectors.iter().enumerate() {
+                let values = read(&format!("{prefix}{}", v.name), &v.shape)?;
+                layout.vector_mut(&mut flat, i).copy_from_slice(&values);
             }
             Ok(flat)
         };

@@ -7,9 +7,11 @@
 //!
 //! - [`conv`]: masked convolutions (masks A and B, R/G/B groups), forward and backward.
 //! - [`ops`]: ReLU, the 256-way softmax loss, RMSProp and Adam.
-//! - [`lstm`]: the LSTM scan of the Row LSTM and Diagonal BiLSTM (CPU reference).
-//! - [`model`]: the PixelCNN architecture, its parameters and a CPU reference model.
-//! - [`network`]: the PixelCNN recorded on the GPU, training step in one submission.
+//! - [`lstm`]: the LSTM scan of the Row LSTM and Diagonal BiLSTM, forward and backward
+//!   through time.
+//! - [`rnn`]: the Row LSTM and Diagonal BiLSTM layers around the scan.
+//! - [`model`]: the three architectures, their parameters and a CPU reference model.
+//! - [`network`]: a model recorded on the GPU, training step in one submission.
 //! - [`sample`]: sampling and completion of occluded images.
 //! - [`skew`]: skew and unskew of the Diagonal BiLSTM.
 //! - [`checkpoint`]: safetensors checkpoints.
@@ -24,6 +26,7 @@ pub mod lstm;
 pub mod model;
 pub mod network;
 pub mod ops;
+pub mod rnn;
 pub mod sample;
 pub mod skew;
 

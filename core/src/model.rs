@@ -1,35 +1,106 @@
-//! PixelCNN (van den Oord et al., 2016, section 3.4): a 7x7 mask-A convolution,
-//! residual blocks around 3x3 mask-B convolutions, and a ReLU / 1x1 output stack
-//! giving a 256-way softmax per sub-pixel.
+//! The three architectures of the paper around one residual stream of 2h maps: a 7x7
+//! mask-A convolution from the image, a stack of residual layers, and a ReLU / 1x1
+//! output stack giving a 256-way softmax per sub-pixel.
 //!
-//! Block i maps the residual stream h (2h' maps, h' = `hidden`) to
-//! h + W3 * ReLU(W2 * ReLU(W1 * ReLU(h))), with W1 a 1x1 convolution down to h' maps,
-//! W2 a 3x3 mask-B convolution, W3 a 1x1 convolution back to 2h'. Every convolution is
-//! masked, so the colour groups stay causal through the 1x1 layers too.
+//! - **PixelCNN** (section 3.4): block i maps the stream x to
+//!   x + W3 * ReLU(W2 * ReLU(W1 * ReLU(x))), with W1 a 1x1 convolution down to h maps,
+//!   W2 a 3x3 mask-B convolution, W3 a 1x1 convolution back to 2h.
+//! - **Row LSTM** and **Diagonal BiLSTM** (sections 3.1 and 3.2): each layer is a
+//!   recurrent layer of [`crate::rnn`], x + K^out ⊛ h.
+//!
+//! Every convolution is masked, so the colour groups stay causal through the 1x1
+//! layers too.
+
+use std::fmt;
+use std::str::FromStr;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::conv::{self, ConvLayout, ConvShape, Grid, Mask};
 use crate::ops::LEVELS;
+use crate::rnn::{self, Kind};
 use crate::Error;
 
-/// Architecture of a PixelCNN.
+/// Which of the paper's models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// PixelCNN: residual blocks of masked convolutions.
+    PixelCnn,
+    /// Row LSTM layers.
+    RowLstm,
+    /// Diagonal BiLSTM layers.
+    DiagBiLstm,
+}
+
+impl Arch {
+    /// Every architecture, fastest first.
+    pub const ALL: [Arch; 3] = [Arch::PixelCnn, Arch::RowLstm, Arch::DiagBiLstm];
+
+    /// The name used on the command line and in checkpoints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::PixelCnn => "pixelcnn",
+            Arch::RowLstm => "row-lstm",
+            Arch::DiagBiLstm => "diag-bilstm",
+        }
+    }
+
+    /// The name used in the paper.
+    pub fn title(self) -> &'static str {
+        match self {
+            Arch::PixelCnn => "PixelCNN",
+            Arch::RowLstm => "Row LSTM",
+            Arch::DiagBiLstm => "Diagonal BiLSTM",
+        }
+    }
+
+    /// The recurrent layer kind, None for PixelCNN.
+    pub fn rnn(self) -> Option<Kind> {
+        match self {
+            Arch::PixelCnn => None,
+            Arch::RowLstm => Some(Kind::Row),
+            Arch::DiagBiLstm => Some(Kind::Diagonal),
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Arch::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
+            Error::Config(format!(
+                "model '{s}' is not one of pixelcnn, row-lstm, diag-bilstm"
+            ))
+        })
+    }
+}
+
+/// Architecture of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PixelCnnConfig {
+pub struct ModelConfig {
+    /// PixelCNN, Row LSTM or Diagonal BiLSTM.
+    pub arch: Arch,
     /// Colour channels of the images: 1 (grey) or 3 (RGB).
     pub channels: usize,
     /// Image height and width.
     pub size: usize,
-    /// Residual blocks after the 7x7 layer.
+    /// Residual blocks or recurrent layers after the 7x7 layer.
     pub layers: usize,
-    /// h: maps inside a block; the residual stream has 2h.
+    /// h: maps inside a block, or LSTM state channels; the residual stream has 2h.
     pub hidden: usize,
     /// Maps of the hidden 1x1 layer of the output stack.
     pub out_hidden: usize,
 }
 
-impl PixelCnnConfig {
+impl ModelConfig {
     /// Checks the sizes the kernels rely on; the error names the offending value.
     pub fn validate(&self) -> Result<(), Error> {
         let bad =
@@ -53,25 +124,49 @@ impl PixelCnnConfig {
         Ok(())
     }
 
-    /// Every convolution in order: the 7x7 layer, three per block, two in the output.
-    pub fn convs(&self) -> Vec<ConvShape> {
-        let g = self.channels;
-        let h = self.hidden;
-        let shape = |k, in_ch, out_ch, mask| ConvShape::new(k, in_ch, out_ch, mask, g);
-        let mut convs = vec![shape(7, self.channels, 2 * h, Mask::A)];
-        for _ in 0..self.layers {
-            convs.push(shape(1, 2 * h, h, Mask::B));
-            convs.push(shape(3, h, h, Mask::B));
-            convs.push(shape(1, h, 2 * h, Mask::B));
+    /// The maps of a batch of `batch` images.
+    pub fn grid(&self, batch: usize) -> Grid {
+        Grid {
+            batch,
+            height: self.size,
+            width: self.size,
         }
-        convs.push(shape(1, 2 * h, self.out_hidden, Mask::B));
-        convs.push(shape(1, self.out_hidden, self.channels * LEVELS, Mask::B));
-        convs
     }
 
-    /// Trainable values: every causal tap's weights and every bias.
+    /// The recurrent layer of this model over `batch` images, None for PixelCNN.
+    pub fn rnn_layer(&self, batch: usize) -> Option<rnn::Layer> {
+        self.arch.rnn().map(|kind| rnn::Layer {
+            kind,
+            grid: self.grid(batch),
+            maps: 2 * self.hidden,
+            hidden: self.hidden,
+            groups: self.channels,
+            shift: 1,
+        })
+    }
+
+    /// Trainable values: every causal tap's weights and every bias, the LSTMs'
+    /// state-to-state weights and initial states.
     pub fn parameters(&self) -> usize {
-        self.convs().iter().map(|c| c.weight_len() + c.out_ch).sum()
+        let layout = ParamLayout::new(self);
+        let convs: usize = layout
+            .convs
+            .iter()
+            .map(|c| c.shape.weight_len() + c.shape.out_ch)
+            .sum();
+        convs + layout.vectors.iter().map(|v| v.len).sum::<usize>()
+    }
+
+    /// Multiply-adds of one forward pass over one image: every convolution's causal
+    /// taps at every pixel, and the state-to-state term at every position of every scan.
+    pub fn forward_macs(&self) -> usize {
+        let layout = ParamLayout::new(self);
+        let pixels = self.size * self.size;
+        let convs: usize = layout.convs.iter().map(|c| c.shape.macs(pixels)).sum();
+        let scans = self.rnn_layer(1).map_or(0, |l| {
+            self.layers * l.kind.directions() * l.scan().positions() * l.kss_len()
+        });
+        convs + scans
     }
 
     /// Sub-pixels per image, the "dims" of bits/dim.
@@ -80,32 +175,140 @@ impl PixelCnnConfig {
     }
 }
 
-/// Where each convolution's parameters sit in the flat parameter buffer.
+/// A parameter tensor that is not a convolution: K^ss or an initial state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VectorParam {
+    /// Its checkpoint name.
+    pub name: String,
+    /// Its shape, as stored.
+    pub shape: Vec<usize>,
+    /// Offset in the flat parameter buffer, a multiple of 64.
+    pub offset: usize,
+    /// Values.
+    pub len: usize,
+}
+
+/// Where one direction of a recurrent layer keeps its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectionIndex {
+    /// K^is, an index into [`ParamLayout::convs`].
+    pub kis: usize,
+    /// K^ss, an index into [`ParamLayout::vectors`].
+    pub kss: usize,
+    /// h_0 and c_0, an index into [`ParamLayout::vectors`].
+    pub init: usize,
+}
+
+/// One residual layer's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Block {
+    /// A PixelCNN block: its three convolutions.
+    Conv([usize; 3]),
+    /// A recurrent layer: each direction's LSTM, then K^out.
+    Recurrent {
+        /// One (Row LSTM) or two (Diagonal BiLSTM: left to right, right to left).
+        dirs: Vec<DirectionIndex>,
+        /// K^out, an index into [`ParamLayout::convs`].
+        out: usize,
+    },
+}
+
+/// Where each parameter tensor sits in the flat parameter buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamLayout {
-    /// Each convolution's padded layout.
+    /// Each convolution's padded layout, the 7x7 layer first, the output stack last.
     pub convs: Vec<ConvLayout>,
     /// Each convolution's offset, in values, a multiple of 64.
     pub offsets: Vec<usize>,
+    /// Each convolution's checkpoint name.
+    pub conv_names: Vec<String>,
+    /// The other tensors.
+    pub vectors: Vec<VectorParam>,
+    /// The residual layers.
+    pub blocks: Vec<Block>,
     /// Total values.
     pub len: usize,
 }
 
 impl ParamLayout {
     /// The layout of `config`'s parameters.
-    pub fn new(config: &PixelCnnConfig) -> Self {
-        let convs: Vec<_> = config.convs().into_iter().map(ConvLayout::new).collect();
-        let mut offsets = Vec::with_capacity(convs.len());
-        let mut len = 0;
-        for c in &convs {
-            offsets.push(len);
-            len += c.len().div_ceil(64) * 64;
+    pub fn new(config: &ModelConfig) -> Self {
+        let mut layout = Self {
+            convs: Vec::new(),
+            offsets: Vec::new(),
+            conv_names: Vec::new(),
+            vectors: Vec::new(),
+            blocks: Vec::new(),
+            len: 0,
+        };
+        let g = config.channels;
+        let h = config.hidden;
+        let shape = |k, in_ch, out_ch, mask| ConvShape::new(k, in_ch, out_ch, mask, g);
+
+        layout.conv("input", shape(7, g, 2 * h, Mask::A));
+        for l in 0..config.layers {
+            let block = match config.rnn_layer(1) {
+                None => Block::Conv([
+                    layout.conv(&format!("block{l}.conv1"), shape(1, 2 * h, h, Mask::B)),
+                    layout.conv(&format!("block{l}.conv2"), shape(3, h, h, Mask::B)),
+                    layout.conv(&format!("block{l}.conv3"), shape(1, h, 2 * h, Mask::B)),
+                ]),
+                Some(layer) => {
+                    let dirs = (0..layer.kind.directions())
+                        .map(|d| {
+                            let name = match (layer.kind, d) {
+                                (Kind::Row, _) => format!("layer{l}"),
+                                (Kind::Diagonal, 0) => format!("layer{l}.lr"),
+                                (Kind::Diagonal, _) => format!("layer{l}.rl"),
+                            };
+                            let taps = layer.kind.taps().len();
+                            DirectionIndex {
+                                kis: layout.conv(&format!("{name}.is"), layer.kis()),
+                                kss: layout.vector(&format!("{name}.ss.weight"), &[taps, h, 4 * h]),
+                                init: layout.vector(&format!("{name}.init"), &[2, h]),
+                            }
+                        })
+                        .collect();
+                    let out = layout.conv(&format!("layer{l}.out"), layer.out());
+                    Block::Recurrent { dirs, out }
+                }
+            };
+            layout.blocks.push(block);
         }
-        Self {
-            convs,
-            offsets,
+        layout.conv("output.conv1", shape(1, 2 * h, config.out_hidden, Mask::B));
+        layout.conv(
+            "output.conv2",
+            shape(1, config.out_hidden, g * LEVELS, Mask::B),
+        );
+        layout
+    }
+
+    /// Places the next `len` values, 64-aligned so that each tensor can be bound alone.
+    fn place(&mut self, len: usize) -> usize {
+        let offset = self.len;
+        self.len += len.div_ceil(64) * 64;
+        offset
+    }
+
+    fn conv(&mut self, name: &str, shape: ConvShape) -> usize {
+        let layout = ConvLayout::new(shape);
+        let offset = self.place(layout.len());
+        self.convs.push(layout);
+        self.offsets.push(offset);
+        self.conv_names.push(name.to_string());
+        self.convs.len() - 1
+    }
+
+    fn vector(&mut self, name: &str, shape: &[usize]) -> usize {
+        let len = shape.iter().product();
+        let offset = self.place(len);
+        self.vectors.push(VectorParam {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            offset,
             len,
-        }
+        });
+        self.vectors.len() - 1
     }
 
     /// Unpacks conv `i` into (`[T, C_in, C_out]` weights, `[C_out]` bias).
@@ -118,11 +321,60 @@ impl ParamLayout {
         let packed = self.convs[i].pack(w, b);
         flat[self.offsets[i]..][..packed.len()].copy_from_slice(&packed);
     }
+
+    /// The values of vector tensor `i`.
+    pub fn vector_of<'a>(&self, flat: &'a [f32], i: usize) -> &'a [f32] {
+        let v = &self.vectors[i];
+        &flat[v.offset..][..v.len]
+    }
+
+    /// The values of vector tensor `i`, to write.
+    pub fn vector_mut<'a>(&self, flat: &'a mut [f32], i: usize) -> &'a mut [f32] {
+        let v = &self.vectors[i];
+        &mut flat[v.offset..][..v.len]
+    }
+
+    /// The weights of recurrent layer `block` (its index in [`ParamLayout::blocks`]).
+    pub fn rnn_weights(&self, flat: &[f32], block: usize) -> rnn::Weights {
+        let Block::Recurrent { dirs, out } = &self.blocks[block] else {
+            panic!("block {block} is not a recurrent layer");
+        };
+        rnn::Weights {
+            dirs: dirs
+                .iter()
+                .map(|d| rnn::Direction {
+                    kis: self.unpack(flat, d.kis),
+                    kss: self.vector_of(flat, d.kss).to_vec(),
+                    init: self.vector_of(flat, d.init).to_vec(),
+                })
+                .collect(),
+            out: self.unpack(flat, *out),
+        }
+    }
+
+    /// Writes the weights (or gradients) of recurrent layer `block` into the flat buffer.
+    pub fn pack_rnn_into(&self, flat: &mut [f32], block: usize, w: &rnn::Weights) {
+        let Block::Recurrent { dirs, out } = &self.blocks[block] else {
+            panic!("block {block} is not a recurrent layer");
+        };
+        for (d, dw) in dirs.iter().zip(&w.dirs) {
+            self.pack_into(flat, d.kis, &dw.kis.0, &dw.kis.1);
+            self.vector_mut(flat, d.kss).copy_from_slice(&dw.kss);
+            self.vector_mut(flat, d.init).copy_from_slice(&dw.init);
+        }
+        self.pack_into(flat, *out, &w.out.0, &w.out.1);
+    }
+
+    /// Whether conv `i` is an LSTM's input-to-state convolution.
+    pub fn is_kis(&self, i: usize) -> bool {
+        self.convs[i].shape.out_run == 4
+    }
 }
 
 /// Random masked initial parameters, packed: weights uniform with variance 1 / fan-in
-/// (counting the causal taps), biases zero.
-pub fn init_params(config: &PixelCnnConfig, seed: u64) -> Vec<f32> {
+/// (counting the causal taps), biases zero but for the LSTMs' forget gates (one), and
+/// zero initial states.
+pub fn init_params(config: &ModelConfig, seed: u64) -> Vec<f32> {
     let layout = ParamLayout::new(config);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut flat = vec![0.0; layout.len];
@@ -133,7 +385,18 @@ pub fn init_params(config: &PixelCnnConfig, seed: u64) -> Vec<f32> {
             .map(|_| rng.random_range(-a..a))
             .collect();
         conv::cpu::apply_mask(&s, &mut w);
-        layout.pack_into(&mut flat, i, &w, &vec![0.0; s.out_ch]);
+        let forget = |co: usize| (layout.is_kis(i) && co % 4 == 1) as u8 as f32;
+        let b: Vec<f32> = (0..s.out_ch).map(forget).collect();
+        layout.pack_into(&mut flat, i, &w, &b);
+    }
+    for v in &layout.vectors {
+        if v.name.ends_with(".ss.weight") {
+            // [T, n, 4n]: the fan-in is T n.
+            let a = (3.0 / (v.shape[0] * v.shape[1]) as f32).sqrt();
+            for x in &mut flat[v.offset..][..v.len] {
+                *x = rng.random_range(-a..a);
+            }
+        }
     }
     flat
 }
@@ -143,33 +406,37 @@ pub fn encode_input(images: &[u8]) -> Vec<f32> {
     images.iter().map(|&v| v as f32 / 127.5 - 1.0).collect()
 }
 
-/// The CPU reference PixelCNN: forward pass, loss and gradients with plain loops.
+/// The CPU reference models: forward pass, loss and gradients with plain loops.
 pub mod cpu {
     use super::*;
     use crate::ops::cpu::{relu, relu_backward, softmax_nll};
 
     /// Logits `[P, C * 256]` for `images` `[N, H, W, C]`.
-    pub fn logits(config: &PixelCnnConfig, params: &[f32], images: &[u8]) -> Vec<f32> {
+    pub fn logits(config: &ModelConfig, params: &[f32], images: &[u8]) -> Vec<f32> {
         forward(config, params, images).logits
+    }
+
+    /// What one residual layer's backward pass needs.
+    enum BlockForward {
+        /// The three ReLU outputs feeding a PixelCNN block's convolutions.
+        Conv([Vec<f32>; 3]),
+        /// A recurrent layer's input and forward pass.
+        Recurrent(Vec<f32>, rnn::cpu::Forward),
     }
 
     struct Forward {
         grid: Grid,
         x: Vec<f32>,
-        // Per block: the three ReLU outputs feeding its convolutions.
-        blocks: Vec<[Vec<f32>; 3]>,
+        blocks: Vec<BlockForward>,
         ro: Vec<f32>,
         ro2: Vec<f32>,
         logits: Vec<f32>,
     }
 
-    fn forward(config: &PixelCnnConfig, params: &[f32], images: &[u8]) -> Forward {
+    fn forward(config: &ModelConfig, params: &[f32], images: &[u8]) -> Forward {
         let layout = ParamLayout::new(config);
-        let grid = Grid {
-            batch: images.len() / config.dims(),
-            height: config.size,
-            width: config.size,
-        };
+        let batch = images.len() / config.dims();
+        let grid = config.grid(batch);
         let conv = |i: usize, x: &[f32]| {
             let (w, b) = layout.unpack(params, i);
             conv::cpu::forward(&layout.convs[i].shape, grid, x, &w, &b)
@@ -178,13 +445,24 @@ pub mod cpu {
 
         let mut h = conv(0, &x);
         let mut blocks = Vec::new();
-        for l in 0..config.layers {
-            let r1 = relu(&h);
-            let r2 = relu(&conv(1 + 3 * l, &r1));
-            let r3 = relu(&conv(2 + 3 * l, &r2));
-            let b3 = conv(3 + 3 * l, &r3);
-            h.iter_mut().zip(&b3).for_each(|(a, b)| *a += b);
-            blocks.push([r1, r2, r3]);
+        for (l, block) in layout.blocks.iter().enumerate() {
+            match block {
+                Block::Conv([c1, c2, c3]) => {
+                    let r1 = relu(&h);
+                    let r2 = relu(&conv(*c1, &r1));
+                    let r3 = relu(&conv(*c2, &r2));
+                    let b3 = conv(*c3, &r3);
+                    h.iter_mut().zip(&b3).for_each(|(a, b)| *a += b);
+                    blocks.push(BlockForward::Conv([r1, r2, r3]));
+                }
+                Block::Recurrent { .. } => {
+                    let layer = config.rnn_layer(batch).expect("a recurrent model");
+                    let w = layout.rnn_weights(params, l);
+                    let f = rnn::cpu::forward(&layer, &w, &h);
+                    let next = f.y.clone();
+                    blocks.push(BlockForward::Recurrent(std::mem::replace(&mut h, next), f));
+                }
+            }
         }
 
         let n = layout.convs.len();
@@ -209,7 +487,7 @@ pub mod cpu {
     /// (NLL per sub-pixel in nats, gradient of the mean NLL w.r.t. the packed
     /// parameters, gradient of the mean NLL w.r.t. the encoded input).
     pub fn loss_and_grad(
-        config: &PixelCnnConfig,
+        config: &ModelConfig,
         params: &[f32],
         images: &[u8],
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -223,7 +501,7 @@ pub mod cpu {
     /// Gradients w.r.t. the packed parameters and the encoded input, given the
     /// gradient w.r.t. the logits of `images`.
     pub fn backward_from_logits(
-        config: &PixelCnnConfig,
+        config: &ModelConfig,
         params: &[f32],
         images: &[u8],
         dlogits: &[f32],
@@ -232,40 +510,56 @@ pub mod cpu {
     }
 
     fn backward(
-        config: &PixelCnnConfig,
+        config: &ModelConfig,
         params: &[f32],
         f: &Forward,
         dlogits: &[f32],
     ) -> (Vec<f32>, Vec<f32>) {
         let layout = ParamLayout::new(config);
         let mut dparams = vec![0.0; layout.len];
-        let mut conv_back = |i: usize, x: &[f32], dy: &[f32]| {
+        let conv_back = |dparams: &mut [f32], i: usize, x: &[f32], dy: &[f32]| {
             let s = layout.convs[i].shape;
             let (w, _) = layout.unpack(params, i);
             let (dw, db) = conv::cpu::backward_params(&s, f.grid, x, dy);
-            layout.pack_into(&mut dparams, i, &dw, &db);
+            layout.pack_into(dparams, i, &dw, &db);
             conv::cpu::backward_input(&s, f.grid, dy, &w)
         };
 
         let n = layout.convs.len();
-        let d_ro2 = conv_back(n - 1, &f.ro2, dlogits);
-        let d_ro = conv_back(n - 2, &f.ro, &relu_backward(&d_ro2, &f.ro2));
+        let d_ro2 = conv_back(&mut dparams, n - 1, &f.ro2, dlogits);
+        let d_ro = conv_back(
+            &mut dparams,
+            n - 2,
+            &f.ro,
+            &relu_backward(&d_ro2, &f.ro2),
+        );
         let mut dh = relu_backward(&d_ro, &f.ro);
-        for l in (0..config.layers).rev() {
-            let [r1, r2, r3] = &f.blocks[l];
-            let d_r3 = conv_back(3 + 3 * l, r3, &dh);
-            let d_r2 = conv_back(2 + 3 * l, r2, &relu_backward(&d_r3, r3));
-            let d_r1 = conv_back(1 + 3 * l, r1, &relu_backward(&d_r2, r2));
-            let d_h = relu_backward(&d_r1, r1);
-            dh.iter_mut().zip(&d_h).for_each(|(a, b)| *a += b);
+        for (l, (block, fb)) in layout.blocks.iter().zip(&f.blocks).enumerate().rev() {
+            match (block, fb) {
+                (Block::Conv([c1, c2, c3]), BlockForward::Conv([r1, r2, r3])) => {
+                    let d_r3 = conv_back(&mut dparams, *c3, r3, &dh);
+                    let d_r2 = conv_back(&mut dparams, *c2, r2, &relu_backward(&d_r3, r3));
+                    let d_r1 = conv_back(&mut dparams, *c1, r1, &relu_backward(&d_r2, r2));
+                    let d_h = relu_backward(&d_r1, r1);
+                    dh.iter_mut().zip(&d_h).for_each(|(a, b)| *a += b);
+                }
+                (Block::Recurrent { .. }, BlockForward::Recurrent(x, fl)) => {
+                    let layer = config.rnn_layer(f.grid.batch).expect("a recurrent model");
+                    let w = layout.rnn_weights(params, l);
+                    let (dx, grads) = rnn::cpu::backward(&layer, &w, x, fl, &dh);
+                    layout.pack_rnn_into(&mut dparams, l, &grads);
+                    dh = dx;
+                }
+                _ => unreachable!("forward and layout blocks line up"),
+            }
         }
-        let dx = conv_back(0, &f.x, &dh);
+        let dx = conv_back(&mut dparams, 0, &f.x, &dh);
         (dparams, dx)
     }
 }
 
 /// Checks that `len` image bytes hold whole images of `config`'s shape.
-pub fn check_images(config: &PixelCnnConfig, len: usize) -> Result<usize, Error> {
+pub fn check_images(config: &ModelConfig, len: usize) -> Result<usize, Error> {
     if len == 0 || !len.is_multiple_of(config.dims()) {
         return Err(Error::Data(format!(
             "{len} bytes are not whole {}x{}x{} images",

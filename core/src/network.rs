@@ -1,10 +1,11 @@
-//! A PixelCNN recorded on the GPU for a fixed batch size: every buffer and launch is
-//! made once, and a training step is one command buffer with no readback.
+//! A model recorded on the GPU for a fixed batch size: every buffer and launch is made
+//! once, and a training step is one command buffer with no readback.
 
-use crate::conv::{ConvBuffers, ConvOp, Grid};
+use crate::conv::{ConvBuffers, ConvOp};
 use crate::gpu::{self, Dispatch, Gpu, View};
-use crate::model::{encode_input, ParamLayout, PixelCnnConfig};
+use crate::model::{encode_input, Block, ModelConfig, ParamLayout};
 use crate::ops::{self, Optimizer, OptimizerOp, LEVELS};
+use crate::rnn::{DirectionParams, LayerBuffers, LayerOp, Param};
 use crate::Error;
 
 /// What a [`Network`] is built to do besides the forward pass.
@@ -16,14 +17,25 @@ pub struct Mode {
     pub param_grads: bool,
     /// Record the backward pass down to the input (for tests of causality).
     pub input_grad: bool,
+    /// A deliberate fault, for the tests that show the causality test catches it.
+    pub defect: Option<Defect>,
 }
 
-/// The GPU PixelCNN for batches of `batch` images.
+/// A deliberate fault a [`Network`] can be built with: no model should have one, and
+/// the tests of causality show that each is caught.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defect {
+    /// The Diagonal BiLSTM's right-to-left states move down this many rows instead of
+    /// one (0: not at all; -1: up).
+    RightToLeftShift(isize),
+}
+
+/// A model on the GPU for batches of `batch` images.
 #[derive(Debug)]
 pub struct Network {
     gpu: Gpu,
     /// The architecture.
-    pub config: PixelCnnConfig,
+    pub config: ModelConfig,
     /// Images per batch.
     pub batch: usize,
     /// Where each convolution's parameters are in [`Network::params`].
@@ -87,7 +99,7 @@ impl Network {
     /// Builds the network with parameters `params` (packed, see [`ParamLayout`]).
     pub fn new(
         gpu: &Gpu,
-        config: PixelCnnConfig,
+        config: ModelConfig,
         batch: usize,
         params: &[f32],
         mode: Mode,
@@ -101,11 +113,7 @@ impl Network {
                 layout.len
             )));
         }
-        let grid = Grid {
-            batch,
-            height: config.size,
-            width: config.size,
-        };
+        let grid = config.grid(batch);
         let p = grid.pixels();
         let c = config.channels;
         let h = config.hidden;
@@ -180,38 +188,93 @@ impl Network {
         forward.extend(first.forward.iter().cloned());
         let mut first_backward = first.backward();
 
-        // Residual blocks: h += W3 ReLU(W2 ReLU(W1 ReLU(h))).
+        // The residual layers.
         let mut block_backward = Vec::new();
-        for l in 0..config.layers {
-            let r1 = maps("r1", 2 * h);
-            let b1 = maps("b1", h);
-            let r2 = maps("r2", h);
-            let b2 = maps("b2", h);
-            let r3 = maps("r3", h);
-            let b3 = maps("b3", 2 * h);
-            let c1 = conv(1 + 3 * l, &r1, &b1, Some(&gh[1]), Some(&g2h[0]));
-            let c2 = conv(2 + 3 * l, &r2, &b2, Some(&gh[1]), Some(&gh[0]));
-            let c3 = conv(3 + 3 * l, &r3, &b3, Some(&dh), Some(&gh[0]));
-            for (j, c) in [&c1, &c2, &c3].into_iter().enumerate() {
-                conv_kernels.add(c, macs(1 + 3 * l + j));
-            }
+        let mut hs = hs;
+        for (l, block) in layout.blocks.iter().enumerate() {
+            let mut back = Vec::new();
+            match block {
+                // h += W3 ReLU(W2 ReLU(W1 ReLU(h))), in place.
+                &Block::Conv([i1, i2, i3]) => {
+                    let r1 = maps("r1", 2 * h);
+                    let b1 = maps("b1", h);
+                    let r2 = maps("r2", h);
+                    let b2 = maps("b2", h);
+                    let r3 = maps("r3", h);
+                    let b3 = maps("b3", 2 * h);
+                    let c1 = conv(i1, &r1, &b1, Some(&gh[1]), Some(&g2h[0]));
+                    let c2 = conv(i2, &r2, &b2, Some(&gh[1]), Some(&gh[0]));
+                    let c3 = conv(i3, &r3, &b3, Some(&dh), Some(&gh[0]));
+                    for (i, c) in [(i1, &c1), (i2, &c2), (i3, &c3)] {
+                        conv_kernels.add(c, macs(i));
+                    }
 
-            forward.push(ops::relu(gpu, &hs, &r1));
-            forward.extend(c1.forward.iter().cloned());
-            forward.push(ops::relu(gpu, &b1, &r2));
-            forward.extend(c2.forward.iter().cloned());
-            forward.push(ops::relu(gpu, &b2, &r3));
-            forward.extend(c3.forward.iter().cloned());
-            forward.push(ops::add_into(gpu, &b3, &hs));
+                    forward.push(ops::relu(gpu, &hs, &r1));
+                    forward.extend(c1.forward.iter().cloned());
+                    forward.push(ops::relu(gpu, &b1, &r2));
+                    forward.extend(c2.forward.iter().cloned());
+                    forward.push(ops::relu(gpu, &b2, &r3));
+                    forward.extend(c3.forward.iter().cloned());
+                    forward.push(ops::add_into(gpu, &b3, &hs));
 
-            let mut back = c3.backward();
-            if train {
-                back.push(ops::relu_backward(gpu, &gh[0], &r3, &gh[1]));
-                back.extend(c2.backward());
-                back.push(ops::relu_backward(gpu, &gh[0], &r2, &gh[1]));
-                back.extend(c1.backward());
-                back.push(ops::relu_backward(gpu, &g2h[0], &r1, &g2h[1]));
-                back.push(ops::add_into(gpu, &g2h[1], &dh));
+                    back.extend(c3.backward());
+                    if train {
+                        back.push(ops::relu_backward(gpu, &gh[0], &r3, &gh[1]));
+                        back.extend(c2.backward());
+                        back.push(ops::relu_backward(gpu, &gh[0], &r2, &gh[1]));
+                        back.extend(c1.backward());
+                        back.push(ops::relu_backward(gpu, &g2h[0], &r1, &g2h[1]));
+                        back.push(ops::add_into(gpu, &g2h[1], &dh));
+                    }
+                }
+                // h <- h + K^out ⊛ LSTM(h), into the next layer's buffer.
+                Block::Recurrent { dirs, out } => {
+                    let mut layer = config.rnn_layer(batch).expect("a recurrent model");
+                    if let Some(Defect::RightToLeftShift(shift)) = mode.defect {
+                        layer.shift = shift;
+                    }
+                    let param = |offset: usize, len: usize| Param {
+                        value: View {
+                            buffer: params_buf.clone(),
+                            offset,
+                            len,
+                        },
+                        grad: param_grads.then(|| View {
+                            buffer: grads.clone(),
+                            offset,
+                            len,
+                        }),
+                    };
+                    let conv_param = |i: usize| param(layout.offsets[i], layout.convs[i].len());
+                    let vector = |i: usize| param(layout.vectors[i].offset, layout.vectors[i].len);
+                    let dir_params: Vec<_> = dirs
+                        .iter()
+                        .map(|d| DirectionParams {
+                            kis: conv_param(d.kis),
+                            kss: vector(d.kss),
+                            init: vector(d.init),
+                        })
+                        .collect();
+                    let next = maps(&format!("x{}", l + 1), 2 * h);
+                    let op = LayerOp::new(
+                        gpu,
+                        &layer,
+                        &LayerBuffers {
+                            x: &hs,
+                            y: &next,
+                            dirs: &dir_params,
+                            out: &conv_param(*out),
+                            dstream: Some(&dh).filter(|_| train),
+                            scratch: Some(&g2h[0]).filter(|_| train),
+                        },
+                    );
+                    for (shape, c) in &op.convs {
+                        conv_kernels.add(c, shape.macs(p));
+                    }
+                    forward.extend(op.forward);
+                    back.extend(op.backward);
+                    hs = next;
+                }
             }
             block_backward.push(back);
         }

@@ -25,9 +25,10 @@ pub struct Skew {
     pub channels: usize,
     /// Read the image's columns right to left: the second direction of the BiLSTM.
     pub mirror: bool,
-    /// Unskewed rows move down by one (row 0 gets zeros): the right-to-left output,
-    /// so that no position sees the rest of its own row.
-    pub shift: bool,
+    /// Unskewed rows move down by this many rows (the rows left empty get zeros):
+    /// 1 for the right-to-left output, so that no position sees the rest of its own
+    /// row; 0 otherwise.
+    pub shift: isize,
 }
 
 impl Skew {
@@ -56,9 +57,9 @@ impl Skew {
     }
 
     /// For image row r and column c: the (step, position) of the skewed map that
-    /// holds it, or None for the rows the shift leaves empty.
+    /// holds it, or None for the rows the shift moves off the map.
     fn place(&self, r: usize, c: usize) -> Option<(usize, usize)> {
-        let i = r.checked_sub(self.shift as usize)?;
+        let i = r.checked_add_signed(-self.shift).filter(|&i| i < self.height)?;
         Some((i + self.column(c), i))
     }
 }
@@ -71,7 +72,7 @@ struct SkewParams {
     width: u32,
     channels: u32,
     mirror: u32,
-    shift: u32,
+    shift: i32,
     _pad: [u32; 2],
 }
 
@@ -84,7 +85,7 @@ fn params(gpu: &Gpu, k: &Skew) -> wgpu::Buffer {
             width: k.width as u32,
             channels: k.channels as u32,
             mirror: k.mirror as u32,
-            shift: k.shift as u32,
+            shift: k.shift as i32,
             _pad: [0; 2],
         },
     )

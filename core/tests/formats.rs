@@ -7,11 +7,12 @@ use std::path::Path;
 
 use pixelrnn::checkpoint::{Checkpoint, OptimizerState};
 use pixelrnn::data::{self, Source, Split};
-use pixelrnn::model::{init_params, PixelCnnConfig};
+use pixelrnn::model::{init_params, Arch, ModelConfig, ParamLayout};
 use pixelrnn::Error;
 
-fn config() -> PixelCnnConfig {
-    PixelCnnConfig {
+fn config() -> ModelConfig {
+    ModelConfig {
+        arch: Arch::PixelCnn,
         channels: 3,
         size: 6,
         layers: 2,
@@ -101,6 +102,51 @@ fn checkpoint_stores_documented_names_and_shapes() {
     assert!((0..24).all(|o| (0..3).all(|i| (0..7).all(|x| at(o, i, 4, x) == 0.0))));
     assert!((0..24).all(|o| (0..3).all(|i| at(o, i, 3, 4) == 0.0)));
     assert_ne!(at(0, 0, 2, 3), 0.0, "the row above is context");
+}
+
+/// Row LSTM and Diagonal BiLSTM checkpoints round-trip, with the recurrent layers'
+/// tensors under their documented names and shapes.
+#[test]
+fn recurrent_checkpoints_round_trip_with_documented_names() {
+    for arch in [Arch::RowLstm, Arch::DiagBiLstm] {
+        let c = ModelConfig { arch, ..config() };
+        let layout = ParamLayout::new(&c);
+        let mut params = init_params(&c, 3);
+        for i in 0..layout.vectors.len() {
+            for (j, v) in layout.vector_mut(&mut params, i).iter_mut().enumerate() {
+                *v = 0.01 * (i + j) as f32 - 0.1;
+            }
+        }
+        let ck = Checkpoint {
+            config: c,
+            params: params.clone(),
+            optimizer: None,
+            info: HashMap::new(),
+        };
+        let bytes = ck.to_bytes().unwrap();
+        let back = Checkpoint::from_bytes(&bytes, "x.safetensors").unwrap();
+        assert_eq!(back.config, c);
+        assert_eq!(back.params, params);
+
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let shape = |n: &str| st.tensor(n).unwrap().shape().to_vec();
+        // n = h = 12 states, 4n = 48 gates, 2h = 24 maps.
+        let dirs: &[&str] = match arch {
+            Arch::RowLstm => &[""],
+            _ => &[".lr", ".rl"],
+        };
+        let (k, taps) = if arch == Arch::RowLstm { (3, 3) } else { (1, 2) };
+        for l in 0..2 {
+            for d in dirs {
+                assert_eq!(shape(&format!("layer{l}{d}.is.weight")), [48, 24, k, k]);
+                assert_eq!(shape(&format!("layer{l}{d}.is.bias")), [48]);
+                assert_eq!(shape(&format!("layer{l}{d}.ss.weight")), [taps, 12, 48]);
+                assert_eq!(shape(&format!("layer{l}{d}.init")), [2, 12]);
+            }
+            assert_eq!(shape(&format!("layer{l}.out.weight")), [24, 12, 1, 1]);
+        }
+        assert_eq!(st.names().len(), 6 + 2 * (4 * dirs.len() + 2));
+    }
 }
 
 #[test]

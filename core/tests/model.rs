@@ -5,12 +5,12 @@ mod common;
 
 use common::{bytes, gpu, rng, uniform, Tolerance, KERNEL};
 use pixelrnn::conv::tap_offset;
-use pixelrnn::model::{self, init_params, ParamLayout, PixelCnnConfig};
+use pixelrnn::model::{self, init_params, ParamLayout, ModelConfig};
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::ops::{Optimizer, LEVELS};
 
-fn small(channels: usize) -> PixelCnnConfig {
-    PixelCnnConfig {
+fn small(channels: usize) -> ModelConfig {
+    ModelConfig {
         channels,
         size: 6,
         layers: 2,
@@ -20,7 +20,7 @@ fn small(channels: usize) -> PixelCnnConfig {
 }
 
 /// Random parameters with non-zero biases, so that no path is silenced by chance.
-fn random_params(config: &PixelCnnConfig, seed: u64) -> Vec<f32> {
+fn random_params(config: &ModelConfig, seed: u64) -> Vec<f32> {
     let layout = ParamLayout::new(config);
     let mut flat = init_params(config, seed);
     let mut r = rng(seed + 1);
@@ -127,7 +127,7 @@ fn cpu_model_gradients_match_finite_differences() {
 }
 
 /// Sub-pixel (row, col, colour) of a size x size x C image, in raster order then R, G, B.
-fn order(row: usize, col: usize, colour: usize, config: &PixelCnnConfig) -> usize {
+fn order(row: usize, col: usize, colour: usize, config: &ModelConfig) -> usize {
     (row * config.size + col) * config.channels + colour
 }
 

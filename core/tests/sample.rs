@@ -4,7 +4,7 @@
 mod common;
 
 use common::{bytes, gpu, rng};
-use pixelrnn::model::{self, init_params, PixelCnnConfig};
+use pixelrnn::model::{self, init_params, Arch, ModelConfig};
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::ops::LEVELS;
 use pixelrnn::sample::{complete, draw, sample, Completion, Occlusion};
@@ -65,12 +65,19 @@ fn occlusions_parse_and_hide_the_right_pixels() {
     }
 }
 
-/// Every drawn sub-pixel is the draw, with the sampler's random number, from the CPU
-/// reference's softmax at that position given the final image: so each draw saw
-/// exactly the sub-pixels before it, and the known ones stayed.
+/// For each model, every drawn sub-pixel is the draw, with the sampler's random
+/// number, from the CPU reference's softmax at that position given the final image:
+/// so each draw saw exactly the sub-pixels before it, and the known ones stayed.
 #[test]
 fn completion_draws_each_sub_pixel_from_its_conditional() {
-    let config = PixelCnnConfig {
+    for arch in Arch::ALL {
+        completion_draws_from_conditionals(arch);
+    }
+}
+
+fn completion_draws_from_conditionals(arch: Arch) {
+    let config = ModelConfig {
+        arch,
         channels: 3,
         size: 5,
         layers: 1,
@@ -129,7 +136,7 @@ fn completion_draws_each_sub_pixel_from_its_conditional() {
             let at = b * dims + i;
             if !known[at] {
                 let want = draw(&logits[at * LEVELS..][..LEVELS], temperature, u);
-                assert_eq!(images[at], want, "image {b}, sub-pixel {i}");
+                assert_eq!(images[at], want, "{arch}: image {b}, sub-pixel {i}");
                 drawn += 1;
             }
         }
@@ -148,7 +155,8 @@ fn completion_draws_each_sub_pixel_from_its_conditional() {
 /// same images as drawing them all in one go, and reports its progress.
 #[test]
 fn stepwise_completion_matches_one_go() {
-    let config = PixelCnnConfig {
+    let config = ModelConfig {
+        arch: Arch::PixelCnn,
         channels: 1,
         size: 4,
         layers: 1,

@@ -11,7 +11,7 @@ use pixelrnn::skew::{self, cpu, Skew};
 fn variants() -> Vec<Skew> {
     let mut all = Vec::new();
     for mirror in [false, true] {
-        for shift in [false, true] {
+        for shift in [-1, 0, 1] {
             all.push(Skew {
                 batch: 2,
                 height: 3,
@@ -33,7 +33,7 @@ fn skew_puts_each_diagonal_in_a_column() {
         width: 4,
         channels: 1,
         mirror: false,
-        shift: false,
+        shift: 0,
     };
     // Pixel (r, c) holds 10 r + c + 1; zero means "no pixel".
     let image: Vec<f32> = (0..12).map(|p| (10 * (p / 4) + p % 4 + 1) as f32).collect();
@@ -56,32 +56,25 @@ fn skew_puts_each_diagonal_in_a_column() {
 }
 
 #[test]
-fn unskew_undoes_skew_and_shift_moves_rows_down() {
+fn unskew_undoes_skew_and_shift_moves_rows() {
     for k in variants() {
         let x = uniform(&mut rng(3), k.image_len());
         let row = k.width * k.channels;
         let image_row =
             |v: &[f32], b: usize, r: usize| v[(b * k.height + r) * row..][..row].to_vec();
 
-        // Both shifted, row 0 has no place in the skewed map and comes back empty.
+        // Both shifted, the rows shifted off the skewed map come back empty.
         let back = cpu::unskew(&k, &cpu::skew(&k, &x));
-        // Skewed unshifted and unskewed shifted: the image moves down one row.
-        let down = cpu::unskew(&k, &cpu::skew(&Skew { shift: false, ..k }, &x));
+        // Skewed unshifted and unskewed shifted: the image moves by the shift.
+        let moved = cpu::unskew(&k, &cpu::skew(&Skew { shift: 0, ..k }, &x));
         for b in 0..k.batch {
             for r in 0..k.height {
                 let empty = vec![0.0; row];
-                let want = if k.shift && r == 0 {
-                    empty.clone()
-                } else {
-                    image_row(&x, b, r)
-                };
+                let from = r.checked_add_signed(-k.shift).filter(|&f| f < k.height);
+                let want = from.map_or(empty.clone(), |_| image_row(&x, b, r));
                 assert_eq!(image_row(&back, b, r), want, "{k:?}: row {r} back");
-                let want = match (k.shift, r) {
-                    (false, _) => image_row(&x, b, r),
-                    (true, 0) => empty,
-                    (true, _) => image_row(&x, b, r - 1),
-                };
-                assert_eq!(image_row(&down, b, r), want, "{k:?}: row {r} down");
+                let want = from.map_or(empty, |f| image_row(&x, b, f));
+                assert_eq!(image_row(&moved, b, r), want, "{k:?}: row {r} moved");
             }
         }
     }

@@ -1,11 +1,12 @@
-//! `pixelrnn bench`: one PixelCNN training step on Fashion-MNIST-sized batches, on the
-//! GPU and on the CPU reference, measured side by side in one run.
+//! `pixelrnn bench`: one training step of each model on Fashion-MNIST-sized batches, at
+//! the same depth and h, on the GPU and on the CPU reference, measured side by side in
+//! one run; and PixelCNN's convolution kernels alone.
 
 use std::time::Instant;
 
 use anyhow::Context;
 use pixelrnn::gpu::{self, Dispatch, Gpu, GpuOptions};
-use pixelrnn::model::{self, init_params, ParamLayout, PixelCnnConfig};
+use pixelrnn::model::{self, init_params, Arch, ModelConfig, ParamLayout};
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::ops::Optimizer;
 use rand::{Rng, SeedableRng};
@@ -35,19 +36,22 @@ fn run_and_wait(gpu: &Gpu, dispatches: &[Dispatch]) {
         .expect("device lost");
 }
 
-pub fn run(a: BenchArgs) -> anyhow::Result<()> {
-    let config = PixelCnnConfig {
-        channels: 1,
-        size: 28,
-        layers: a.layers,
-        hidden: a.hidden,
-        out_hidden: a.out_hidden,
-    };
+/// One model's training step: GPU and CPU reference seconds, and the step's
+/// multiply-adds, with PixelCNN's convolution kernels timed alone.
+struct Measured {
+    config: ModelConfig,
+    gpu_step: f64,
+    cpu_step: f64,
+    /// Multiply-adds of one training step of the batch: forward, and the backward
+    /// pass's two (input and weight gradients).
+    step_macs: usize,
+    /// Seconds of the forward, weight-gradient and input-gradient convolutions, and
+    /// their multiply-adds.
+    kernels: Option<[(f64, usize); 3]>,
+}
+
+fn measure(gpu: &Gpu, config: ModelConfig, a: &BenchArgs) -> anyhow::Result<Measured> {
     config.validate()?;
-    let options = GpuOptions {
-        subgroups: !a.portable,
-    };
-    let gpu = pollster::block_on(Gpu::with_options(options))?;
     let params = init_params(&config, 0);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let images: Vec<u8> = (0..a.batch * config.dims()).map(|_| rng.random()).collect();
@@ -55,7 +59,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         optimizer: Some(Optimizer::rmsprop(1e-4)),
         ..Mode::default()
     };
-    let mut net = Network::new(&gpu, config, a.batch, &params, mode)?;
+    let mut net = Network::new(gpu, config, a.batch, &params, mode)?;
     net.set_images(&images)?;
 
     // Whole GPU training step: forward, loss, backward, update; one submission.
@@ -66,12 +70,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             .expect("device lost");
     });
 
-    // The convolution kernels alone, each pass in its own submission.
+    // PixelCNN's convolution kernels alone, each pass in its own submission.
     let k = net.conv_kernels.clone();
-    let fwd = median_secs(a.reps, || run_and_wait(&gpu, &k.forward));
-    let wgrad = median_secs(a.reps, || run_and_wait(&gpu, &k.weight_grad));
-    let igrad = median_secs(a.reps, || run_and_wait(&gpu, &k.input_grad));
-    let gflops = |macs: usize, secs: f64| 2.0 * macs as f64 / secs / 1e9;
+    let kernels = (config.arch == Arch::PixelCnn).then(|| {
+        [
+            (median_secs(a.reps, || run_and_wait(gpu, &k.forward)), k.forward_macs),
+            (median_secs(a.reps, || run_and_wait(gpu, &k.weight_grad)), k.forward_macs),
+            (median_secs(a.reps, || run_and_wait(gpu, &k.input_grad)), k.input_grad_macs),
+        ]
+    });
 
     // The same step on the CPU reference: loss, gradients and the RMSProp update.
     let layout = ParamLayout::new(&config);
@@ -85,33 +92,81 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         Optimizer::rmsprop(1e-4).step_cpu(t, &mut theta, &grad, &mut m, &mut v);
     });
 
-    let torch = if a.vs_torch { torch_step(&a)? } else { None };
+    Ok(Measured {
+        config,
+        gpu_step,
+        cpu_step,
+        step_macs: 3 * config.forward_macs() * a.batch,
+        kernels,
+    })
+}
 
-    let step_macs = 2 * k.forward_macs + k.input_grad_macs;
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let options = GpuOptions {
+        subgroups: !a.portable,
+    };
+    let gpu = pollster::block_on(Gpu::with_options(options))?;
+    let archs: Vec<Arch> = if a.model.is_empty() {
+        Arch::ALL.to_vec()
+    } else {
+        a.model.iter().map(|&m| m.into()).collect()
+    };
+    let mut measured = Vec::new();
+    for arch in archs {
+        let config = ModelConfig {
+            arch,
+            channels: 1,
+            size: 28,
+            layers: a.layers,
+            hidden: a.hidden,
+            out_hidden: a.out_hidden,
+        };
+        measured.push(measure(&gpu, config, &a)?);
+    }
+    let torch = match measured.iter().any(|m| m.config.arch == Arch::PixelCnn) {
+        true if a.vs_torch => torch_step(&a)?,
+        _ => None,
+    };
+    let gflops = |macs: usize, secs: f64| 2.0 * macs as f64 / secs / 1e9;
+    let images_per_s = |secs: f64| a.batch as f64 / secs;
+
+    let models: Vec<_> = measured
+        .iter()
+        .map(|m| {
+            let mut o = serde_json::json!({
+                "model": m.config.arch.name(),
+                "parameters": m.config.parameters(),
+                "gpu_step_s": m.gpu_step,
+                "gpu_images_per_s": images_per_s(m.gpu_step),
+                "gpu_step_gflops": gflops(m.step_macs, m.gpu_step),
+                "cpu_reference_step_s": m.cpu_step,
+                "cpu_reference_images_per_s": images_per_s(m.cpu_step),
+                "gpu_vs_cpu_reference": m.cpu_step / m.gpu_step,
+            });
+            if let Some([f, w, i]) = m.kernels {
+                o["conv_forward_gflops"] = gflops(f.1, f.0).into();
+                o["conv_weight_grad_gflops"] = gflops(w.1, w.0).into();
+                o["conv_input_grad_gflops"] = gflops(i.1, i.0).into();
+                o["torch_step_s"] = torch.into();
+                o["gpu_vs_torch"] = torch.map(|t| t / m.gpu_step).into();
+            }
+            o
+        })
+        .collect();
     let report = serde_json::json!({
         "adapter": format!("{} ({:?})", gpu.adapter_info.name, gpu.adapter_info.backend),
         "subgroup_kernels": gpu.subgroups(),
-        "model": { "layers": a.layers, "hidden": a.hidden, "out_hidden": a.out_hidden,
+        "shape": { "layers": a.layers, "hidden": a.hidden, "out_hidden": a.out_hidden,
                    "batch": a.batch, "size": 28, "channels": 1 },
-        "gpu_step_s": gpu_step,
-        "gpu_images_per_s": a.batch as f64 / gpu_step,
-        "cpu_reference_step_s": cpu_step,
-        "cpu_reference_images_per_s": a.batch as f64 / cpu_step,
-        "gpu_vs_cpu_reference": cpu_step / gpu_step,
-        "conv_forward_gflops": gflops(k.forward_macs, fwd),
-        "conv_weight_grad_gflops": gflops(k.forward_macs, wgrad),
-        "conv_input_grad_gflops": gflops(k.input_grad_macs, igrad),
-        "gpu_step_conv_gflops": gflops(step_macs, gpu_step),
-        "torch_step_s": torch,
-        "gpu_vs_torch": torch.map(|t| t / gpu_step),
+        "models": models,
     });
     if a.json {
         println!("{report}");
         return Ok(());
     }
     println!(
-        "PixelCNN training step, batch {} of 28x28x1, {} blocks, h = {}",
-        a.batch, a.layers, a.hidden
+        "training step, batch {} of 28x28x1, {} layers, h = {}, output {} maps",
+        a.batch, a.layers, a.hidden, a.out_hidden
     );
     println!(
         "adapter: {}, {} convolution kernels",
@@ -126,43 +181,44 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         "{:<34} {:>10} {:>12} {:>10}",
         "", "ms", "images/s", "GFLOP/s"
     );
-    let row = |name: &str, secs: f64, macs: usize| {
-        println!(
-            "{name:<34} {:>10.2} {:>12.1} {:>10.2}",
-            secs * 1e3,
-            a.batch as f64 / secs,
-            gflops(macs, secs)
-        );
+    let row = |name: &str, secs: f64, macs: Option<usize>| {
+        let rate = macs.map_or(String::new(), |m| format!("{:.2}", gflops(m, secs)));
+        let per_s = if name.starts_with("conv") {
+            String::new()
+        } else {
+            format!("{:.1}", images_per_s(secs))
+        };
+        println!("{name:<34} {:>10.2} {per_s:>12} {rate:>10}", secs * 1e3);
     };
-    row("GPU step (all kernels)", gpu_step, step_macs);
-    row("CPU reference step", cpu_step, step_macs);
-    if let Some(t) = torch {
-        row("PyTorch step (CPU)", t, step_macs);
+    for m in &measured {
+        let title = m.config.arch.title();
+        row(&format!("{title}: GPU step"), m.gpu_step, Some(m.step_macs));
+        row(&format!("{title}: CPU reference"), m.cpu_step, Some(m.step_macs));
     }
-    println!(
-        "{:<34} {:>10.2} {:>12} {:>10.2}",
-        "conv forward",
-        fwd * 1e3,
-        "",
-        gflops(k.forward_macs, fwd)
-    );
-    println!(
-        "{:<34} {:>10.2} {:>12} {:>10.2}",
-        "conv weight gradient",
-        wgrad * 1e3,
-        "",
-        gflops(k.forward_macs, wgrad)
-    );
-    println!(
-        "{:<34} {:>10.2} {:>12} {:>10.2}",
-        "conv input gradient",
-        igrad * 1e3,
-        "",
-        gflops(k.input_grad_macs, igrad)
-    );
-    println!("GPU step is {:.1}x the CPU reference", cpu_step / gpu_step);
     if let Some(t) = torch {
-        println!("GPU step is {:.2}x PyTorch on this CPU", t / gpu_step);
+        row("PixelCNN: PyTorch step (CPU)", t, None);
+    }
+    for m in &measured {
+        if let Some([f, w, i]) = m.kernels {
+            row("conv forward", f.0, Some(f.1));
+            row("conv weight gradient", w.0, Some(w.1));
+            row("conv input gradient", i.0, Some(i.1));
+        }
+    }
+    let fastest = measured
+        .iter()
+        .map(|m| m.gpu_step)
+        .fold(f64::INFINITY, f64::min);
+    for m in &measured {
+        println!(
+            "{}: GPU step {:.1}x the CPU reference, {:.2}x the fastest model's time",
+            m.config.arch.title(),
+            m.cpu_step / m.gpu_step,
+            m.gpu_step / fastest
+        );
+    }
+    if let (Some(t), Some(m)) = (torch, measured.iter().find(|m| m.kernels.is_some())) {
+        println!("PixelCNN GPU step is {:.2}x PyTorch on this CPU", t / m.gpu_step);
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pixelrnn::checkpoint::{Checkpoint, OptimizerState};
 use pixelrnn::data::{self, Dataset, Source, Split};
 use pixelrnn::gpu::Gpu;
-use pixelrnn::model::{init_params, PixelCnnConfig};
+use pixelrnn::model::{init_params, ModelConfig};
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::ops::Optimizer;
 use pixelrnn::sample::{self, Occlusion};
@@ -46,7 +46,7 @@ fn load_checkpoint(path: &Path) -> anyhow::Result<Checkpoint> {
 }
 
 /// Loads `split` of `source` in the model's channels and size.
-fn load_data(source: &str, split: Split, config: &PixelCnnConfig) -> anyhow::Result<Dataset> {
+fn load_data(source: &str, split: Split, config: &ModelConfig) -> anyhow::Result<Dataset> {
     let source: Source = source.parse()?;
     Ok(data::load(
         &source,
@@ -99,7 +99,8 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     }
     let config = match &resumed {
         Some(c) => c.config,
-        None => PixelCnnConfig {
+        None => ModelConfig {
+            arch: a.model.into(),
             channels: train_set.channels,
             size: train_set.size,
             layers: a.layers,
@@ -169,7 +170,8 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "training PixelCNN ({} blocks, h = {}, {} parameters) on {} images {}x{}x{}, {} on {}",
+        "training {} ({} layers, h = {}, {} parameters) on {} images {}x{}x{}, {} on {}",
+        config.arch.title(),
         config.layers,
         config.hidden,
         config.parameters(),

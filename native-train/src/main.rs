@@ -31,7 +31,7 @@ enum Command {
     Sample(SampleArgs),
     /// Complete occluded test images: occluded / completions / original per row.
     Complete(CompleteArgs),
-    /// Time a training step on the GPU against the CPU reference.
+    /// Time a training step of each model on the GPU against the CPU reference.
     Bench(BenchArgs),
     /// Write a checkpoint's weights alone, without the optimizer state (for the page).
     Export(ExportArgs),
@@ -42,6 +42,20 @@ enum Command {
 enum Model {
     /// 7x7 mask-A convolution, residual blocks of 3x3 mask-B convolutions.
     Pixelcnn,
+    /// 7x7 mask-A convolution, Row LSTM layers (1 x 3 input-to-state, rows top down).
+    RowLstm,
+    /// 7x7 mask-A convolution, Diagonal BiLSTM layers (skewed, both directions).
+    DiagBilstm,
+}
+
+impl From<Model> for pixelrnn::model::Arch {
+    fn from(m: Model) -> Self {
+        match m {
+            Model::Pixelcnn => Self::PixelCnn,
+            Model::RowLstm => Self::RowLstm,
+            Model::DiagBilstm => Self::DiagBiLstm,
+        }
+    }
 }
 
 /// Optimizers.
@@ -64,10 +78,11 @@ struct TrainArgs {
     /// Run directory for checkpoints, metrics and pictures.
     #[arg(long)]
     out: PathBuf,
-    /// Residual blocks after the 7x7 layer.
+    /// Residual blocks or recurrent layers after the 7x7 layer.
     #[arg(long, default_value_t = 4)]
     layers: usize,
-    /// h: maps inside each block (the residual stream has 2h); a multiple of 4.
+    /// h: maps inside each block or LSTM state channels (the residual stream has 2h);
+    /// a multiple of 4.
     #[arg(long, default_value_t = 32)]
     hidden: usize,
     /// Maps of the hidden 1x1 layer of the output stack; a multiple of 4.
@@ -201,7 +216,10 @@ struct ExportArgs {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// Residual blocks.
+    /// Architectures to time, in one run (default: all three).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    model: Vec<Model>,
+    /// Residual blocks or recurrent layers.
     #[arg(long, default_value_t = 4)]
     layers: usize,
     /// h.

@@ -416,10 +416,10 @@ fn a_diverging_run_stops_without_a_broken_checkpoint() {
     assert!(after.optimizer.unwrap().step >= 2);
 }
 
-/// `bench --json` times the GPU step, the convolution kernels and the CPU reference
-/// of one model, with every figure positive and consistent with the others.
+/// `bench --json` times the GPU step and the CPU reference of each model, and
+/// PixelCNN's convolution kernels, with every figure positive and consistent.
 #[test]
-fn bench_reports_throughput_of_both_kernel_variants() {
+fn bench_reports_throughput_of_every_model_and_both_kernel_variants() {
     for portable in [false, true] {
         let mut args = vec![
             "bench",
@@ -443,19 +443,31 @@ fn bench_reports_throughput_of_both_kernel_variants() {
         if portable {
             assert_eq!(json["subgroup_kernels"], false, "{json}");
         }
-        for key in [
-            "gpu_step_s",
-            "gpu_images_per_s",
-            "cpu_reference_step_s",
-            "conv_forward_gflops",
-            "conv_weight_grad_gflops",
-            "conv_input_grad_gflops",
-        ] {
-            let v = json[key].as_f64().unwrap_or(f64::NAN);
-            assert!(v.is_finite() && v > 0.0, "{key} = {v} in {json}");
+        let models = json["models"].as_array().expect("a list of models");
+        let names: Vec<_> = models.iter().map(|m| m["model"].as_str().unwrap()).collect();
+        assert_eq!(names, ["pixelcnn", "row-lstm", "diag-bilstm"], "{json}");
+        for m in models {
+            let mut keys = vec![
+                "gpu_step_s",
+                "gpu_images_per_s",
+                "gpu_step_gflops",
+                "cpu_reference_step_s",
+                "parameters",
+            ];
+            if m["model"] == "pixelcnn" {
+                keys.extend([
+                    "conv_forward_gflops",
+                    "conv_weight_grad_gflops",
+                    "conv_input_grad_gflops",
+                ]);
+            }
+            for key in keys {
+                let v = m[key].as_f64().unwrap_or(f64::NAN);
+                assert!(v.is_finite() && v > 0.0, "{key} = {v} in {m}");
+            }
+            let step = m["gpu_step_s"].as_f64().unwrap();
+            let rate = m["gpu_images_per_s"].as_f64().unwrap();
+            assert!((step * rate - 2.0).abs() < 1e-6, "{m}");
         }
-        let step = json["gpu_step_s"].as_f64().unwrap();
-        let rate = json["gpu_images_per_s"].as_f64().unwrap();
-        assert!((step * rate - 2.0).abs() < 1e-6, "{json}");
     }
 }

@@ -11,7 +11,7 @@ use std::f64::consts::LN_2;
 use pixelrnn::checkpoint::Checkpoint;
 use pixelrnn::data::from_dynamic;
 use pixelrnn::gpu::Gpu;
-use pixelrnn::model::PixelCnnConfig;
+use pixelrnn::model::ModelConfig;
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::sample::Completion;
 use wasm_bindgen::prelude::*;
@@ -126,7 +126,7 @@ impl Model {
 }
 
 impl Model {
-    fn config(&self) -> PixelCnnConfig {
+    fn config(&self) -> ModelConfig {
         self.checkpoint.config
     }
 }
