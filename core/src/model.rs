@@ -75,11 +75,14 @@ impl FromStr for Arch {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        Arch::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
-            Error::Config(format!(
-                "model '{s}' is not one of pixelcnn, row-lstm, diag-bilstm"
-            ))
-        })
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "model '{s}' is not one of pixelcnn, row-lstm, diag-bilstm"
+                ))
+            })
     }
 }
 
@@ -527,12 +530,7 @@ pub mod cpu {
 
         let n = layout.convs.len();
         let d_ro2 = conv_back(&mut dparams, n - 1, &f.ro2, dlogits);
-        let d_ro = conv_back(
-            &mut dparams,
-            n - 2,
-            &f.ro,
-            &relu_backward(&d_ro2, &f.ro2),
-        );
+        let d_ro = conv_back(&mut dparams, n - 2, &f.ro, &relu_backward(&d_ro2, &f.ro2));
         let mut dh = relu_backward(&d_ro, &f.ro);
         for (l, (block, fb)) in layout.blocks.iter().zip(&f.blocks).enumerate().rev() {
             match (block, fb) {

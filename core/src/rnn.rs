@@ -330,7 +330,14 @@ impl LayerOp {
         let positions = sc.positions();
 
         // K^out ⊛ h, added to x. Its backward runs first.
-        let out = conv(layer.out(), b.out, &h, b.y, b.dstream, Some(&dh).filter(|_| train));
+        let out = conv(
+            layer.out(),
+            b.out,
+            &h,
+            b.y,
+            b.dstream,
+            Some(&dh).filter(|_| train),
+        );
         let mut dir_backward = Vec::new();
 
         for (d, params) in b.dirs.iter().enumerate() {
@@ -372,7 +379,10 @@ impl LayerOp {
                     .clone()
                     .unwrap_or_else(|| grad_maps(label, param.value.len))
             };
-            let (dkss, dinit) = (or_scratch(&params.kss, "dkss"), or_scratch(&params.init, "dinit"));
+            let (dkss, dinit) = (
+                or_scratch(&params.kss, "dkss"),
+                or_scratch(&params.init, "dinit"),
+            );
             let scan = ScanOp::new(
                 gpu,
                 &sc,
@@ -398,7 +408,11 @@ impl LayerOp {
             // Sum the directions' states in image layout (the Row LSTM's scan wrote h).
             let mut back = Vec::new();
             if let Some((s, u)) = &skews {
-                let image = if d == 0 { h.clone() } else { maps("h rl", p * n) };
+                let image = if d == 0 {
+                    h.clone()
+                } else {
+                    maps("h rl", p * n)
+                };
                 forward.push(skew::unskew(gpu, u, &h_steps, &image));
                 if d > 0 {
                     forward.push(ops::add_into(gpu, &image, &h));

@@ -59,7 +59,9 @@ impl Skew {
     /// For image row r and column c: the (step, position) of the skewed map that
     /// holds it, or None for the rows the shift moves off the map.
     fn place(&self, r: usize, c: usize) -> Option<(usize, usize)> {
-        let i = r.checked_add_signed(-self.shift).filter(|&i| i < self.height)?;
+        let i = r
+            .checked_add_signed(-self.shift)
+            .filter(|&i| i < self.height)?;
         Some((i + self.column(c), i))
     }
 }

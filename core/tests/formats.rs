@@ -135,7 +135,11 @@ fn recurrent_checkpoints_round_trip_with_documented_names() {
             Arch::RowLstm => &[""],
             _ => &[".lr", ".rl"],
         };
-        let (k, taps) = if arch == Arch::RowLstm { (3, 3) } else { (1, 2) };
+        let (k, taps) = if arch == Arch::RowLstm {
+            (3, 3)
+        } else {
+            (1, 2)
+        };
         for l in 0..2 {
             for d in dirs {
                 assert_eq!(shape(&format!("layer{l}{d}.is.weight")), [48, 24, k, k]);

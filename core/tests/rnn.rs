@@ -98,7 +98,13 @@ fn layer_backward_matches_finite_differences() {
         // weights, those the mask keeps (the forward pass takes the weights as masked).
         type Pick = fn(&mut Weights, usize) -> &mut Vec<f32>;
         let kept = |s: conv::ConvShape| {
-            move |j: usize| s.kept(j / (s.in_ch * s.out_ch), j / s.out_ch % s.in_ch, j % s.out_ch)
+            move |j: usize| {
+                s.kept(
+                    j / (s.in_ch * s.out_ch),
+                    j / s.out_ch % s.in_ch,
+                    j % s.out_ch,
+                )
+            }
         };
         let (kis_kept, out_kept) = (kept(l.kis()), kept(l.out()));
         let tensors: [(&str, Pick, &dyn Fn(usize) -> bool); 5] = [
@@ -118,7 +124,11 @@ fn layer_backward_matches_finite_differences() {
                         pick(&mut w2, d)[i] += e;
                         loss(&w2, &x)
                     };
-                    fd.assert(&format!("{kind:?} dir {d} {name}[{i}]"), &[g[i]], &[central(&at)]);
+                    fd.assert(
+                        &format!("{kind:?} dir {d} {name}[{i}]"),
+                        &[g[i]],
+                        &[central(&at)],
+                    );
                 }
             }
         }
@@ -153,19 +163,34 @@ fn layer_is_causal_and_sees_its_context() {
                 for ci in 0..MAPS {
                     let later = q > p || (q == p && colour_group(ci, MAPS, GROUPS) > go);
                     if later {
-                        assert_eq!(dx[q * MAPS + ci], 0.0, "{} map {ci} is in the future", at(q));
+                        assert_eq!(
+                            dx[q * MAPS + ci],
+                            0.0,
+                            "{} map {ci} is in the future",
+                            at(q)
+                        );
                     }
                 }
             }
             if go > 0 {
                 let earlier = (0..MAPS)
                     .any(|ci| colour_group(ci, MAPS, GROUPS) < go && dx[p * MAPS + ci] != 0.0);
-                assert!(earlier, "{kind:?} output map {co} does not see its earlier colours");
+                assert!(
+                    earlier,
+                    "{kind:?} output map {co} does not see its earlier colours"
+                );
             }
             let context: Vec<usize> = match kind {
                 Kind::Row => {
                     let w = GRID.width;
-                    vec![p - 1, p - w - 1, p - w, p - w + 1, p - 2 * w - 2, p - 2 * w + 2]
+                    vec![
+                        p - 1,
+                        p - w - 1,
+                        p - w,
+                        p - w + 1,
+                        p - 2 * w - 2,
+                        p - 2 * w + 2,
+                    ]
                 }
                 Kind::Diagonal => (0..p).collect(),
             };
@@ -247,8 +272,16 @@ fn gpu_layer_matches_cpu() {
             let (kw, kb) = unpack(l.kis(), gp.kis.grad.as_ref().unwrap());
             tol.assert(&what(&format!("dir {d} dkis")), &kw, &want.kis.0);
             tol.assert(&what(&format!("dir {d} dkis bias")), &kb, &want.kis.1);
-            tol.assert(&what(&format!("dir {d} dkss")), &read(gp.kss.grad.as_ref().unwrap()), &want.kss);
-            tol.assert(&what(&format!("dir {d} dinit")), &read(gp.init.grad.as_ref().unwrap()), &want.init);
+            tol.assert(
+                &what(&format!("dir {d} dkss")),
+                &read(gp.kss.grad.as_ref().unwrap()),
+                &want.kss,
+            );
+            tol.assert(
+                &what(&format!("dir {d} dinit")),
+                &read(gp.init.grad.as_ref().unwrap()),
+                &want.init,
+            );
         }
     }
 }

@@ -74,9 +74,18 @@ fn measure(gpu: &Gpu, config: ModelConfig, a: &BenchArgs) -> anyhow::Result<Meas
     let k = net.conv_kernels.clone();
     let kernels = (config.arch == Arch::PixelCnn).then(|| {
         [
-            (median_secs(a.reps, || run_and_wait(gpu, &k.forward)), k.forward_macs),
-            (median_secs(a.reps, || run_and_wait(gpu, &k.weight_grad)), k.forward_macs),
-            (median_secs(a.reps, || run_and_wait(gpu, &k.input_grad)), k.input_grad_macs),
+            (
+                median_secs(a.reps, || run_and_wait(gpu, &k.forward)),
+                k.forward_macs,
+            ),
+            (
+                median_secs(a.reps, || run_and_wait(gpu, &k.weight_grad)),
+                k.forward_macs,
+            ),
+            (
+                median_secs(a.reps, || run_and_wait(gpu, &k.input_grad)),
+                k.input_grad_macs,
+            ),
         ]
     });
 
@@ -193,7 +202,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     for m in &measured {
         let title = m.config.arch.title();
         row(&format!("{title}: GPU step"), m.gpu_step, Some(m.step_macs));
-        row(&format!("{title}: CPU reference"), m.cpu_step, Some(m.step_macs));
+        row(
+            &format!("{title}: CPU reference"),
+            m.cpu_step,
+            Some(m.step_macs),
+        );
     }
     if let Some(t) = torch {
         row("PixelCNN: PyTorch step (CPU)", t, None);
@@ -218,7 +231,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         );
     }
     if let (Some(t), Some(m)) = (torch, measured.iter().find(|m| m.kernels.is_some())) {
-        println!("PixelCNN GPU step is {:.2}x PyTorch on this CPU", t / m.gpu_step);
+        println!(
+            "PixelCNN GPU step is {:.2}x PyTorch on this CPU",
+            t / m.gpu_step
+        );
     }
     Ok(())
 }

@@ -444,7 +444,10 @@ fn bench_reports_throughput_of_every_model_and_both_kernel_variants() {
             assert_eq!(json["subgroup_kernels"], false, "{json}");
         }
         let models = json["models"].as_array().expect("a list of models");
-        let names: Vec<_> = models.iter().map(|m| m["model"].as_str().unwrap()).collect();
+        let names: Vec<_> = models
+            .iter()
+            .map(|m| m["model"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["pixelcnn", "row-lstm", "diag-bilstm"], "{json}");
         for m in models {
             let mut keys = vec![
