@@ -138,9 +138,21 @@ async function loadModel(index) {
   document.body.dataset.model = entry.file;
 }
 
+/** The residual layers of a model, in words. */
+function layersText(d) {
+  switch (d.model) {
+    case "row-lstm":
+      return `${d.layers} Row LSTM layers (1 x 3 input-to-state, h = ${d.hidden})`;
+    case "diag-bilstm":
+      return `${d.layers} Diagonal BiLSTM layers (both directions, h = ${d.hidden})`;
+    default:
+      return `${d.layers} residual blocks of 3x3 mask-B convolutions (h = ${d.hidden})`;
+  }
+}
+
 function showModelInfo(entry, d, bytes) {
   const rows = [
-    ["Architecture", `PixelCNN: 7x7 mask-A convolution, ${d.layers} residual blocks of 3x3 mask-B convolutions (h = ${d.hidden}), output 1x1 layers of ${d.out_hidden} maps`],
+    ["Architecture", `${d.title}: 7x7 mask-A convolution, ${layersText(d)}, output 1x1 layers of ${d.out_hidden} maps`],
     ["Parameters", d.parameters.toLocaleString("en")],
     ["Images", `${d.size}x${d.size}, ${d.channels === 1 ? "grey" : "RGB"}, 256 levels`],
     ["Trained on", entry.dataset],

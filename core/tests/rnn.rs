@@ -36,30 +36,59 @@ const GRID: Grid = Grid {
 /// Random weights, masked, with non-zero biases and initial states.
 fn weights(l: &Layer, seed: u64) -> Weights {
     let mut r = rng(seed);
-    let (kis, out) = (l.kis(), l.out());
-    let mut masked = |s: &conv::ConvShape| {
+    let mut conv = |s: conv::ConvShape| {
         let mut w = uniform(&mut r, s.weight_len());
-        conv::cpu::apply_mask(s, &mut w);
+        conv::cpu::apply_mask(&s, &mut w);
         (w, uniform(&mut r, s.out_ch))
     };
-    let dirs = (0..l.kind.directions())
-        .map(|_| Direction {
-            kis: masked(&kis),
-            kss: vec![],
-            init: vec![],
-        })
-        .collect::<Vec<_>>();
-    let out = masked(&out);
-    let dirs = dirs
+    let kis: Vec<_> = (0..l.kind.directions()).map(|_| conv(l.kis())).collect();
+    let out = conv(l.out());
+    let dirs = kis
         .into_iter()
-        .map(|d| Direction {
+        .map(|kis| Direction {
+            kis,
             kss: uniform(&mut r, l.kss_len()),
             init: uniform(&mut r, 2 * N),
-            ..d
         })
         .collect();
     Weights { dirs, out }
 }
+
+/// One tensor of a layer's weights, for finite differences: its name, where it is,
+/// and, for a convolution's weights, its shape (whose mask fixes some values at zero).
+struct Tensor {
+    name: &'static str,
+    pick: fn(&mut Weights, usize) -> &mut Vec<f32>,
+    conv: Option<fn(&Layer) -> conv::ConvShape>,
+}
+
+const TENSORS: [Tensor; 5] = [
+    Tensor {
+        name: "kis",
+        pick: |w, d| &mut w.dirs[d].kis.0,
+        conv: Some(Layer::kis),
+    },
+    Tensor {
+        name: "kis bias",
+        pick: |w, d| &mut w.dirs[d].kis.1,
+        conv: None,
+    },
+    Tensor {
+        name: "kss",
+        pick: |w, d| &mut w.dirs[d].kss,
+        conv: None,
+    },
+    Tensor {
+        name: "init",
+        pick: |w, d| &mut w.dirs[d].init,
+        conv: None,
+    },
+    Tensor {
+        name: "out",
+        pick: |w, _| &mut w.out.0,
+        conv: Some(Layer::out),
+    },
+];
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
@@ -96,36 +125,28 @@ fn layer_backward_matches_finite_differences() {
 
         // Every 7th value of each tensor of each direction; of the convolutions'
         // weights, those the mask keeps (the forward pass takes the weights as masked).
-        type Pick = fn(&mut Weights, usize) -> &mut Vec<f32>;
-        let kept = |s: conv::ConvShape| {
-            move |j: usize| {
-                s.kept(
-                    j / (s.in_ch * s.out_ch),
-                    j / s.out_ch % s.in_ch,
-                    j % s.out_ch,
-                )
-            }
-        };
-        let (kis_kept, out_kept) = (kept(l.kis()), kept(l.out()));
-        let tensors: [(&str, Pick, &dyn Fn(usize) -> bool); 5] = [
-            ("kis", |w, d| &mut w.dirs[d].kis.0, &kis_kept),
-            ("kis bias", |w, d| &mut w.dirs[d].kis.1, &|_| true),
-            ("kss", |w, d| &mut w.dirs[d].kss, &|_| true),
-            ("init", |w, d| &mut w.dirs[d].init, &|_| true),
-            ("out", |w, _| &mut w.out.0, &out_kept),
-        ];
         for d in 0..kind.directions() {
-            for (name, pick, keep) in tensors {
+            for t in &TENSORS {
                 let mut grads = dw.clone();
-                let g = pick(&mut grads, d).clone();
-                for i in (0..g.len()).step_by(7).filter(|&i| keep(i)) {
+                let g = (t.pick)(&mut grads, d).clone();
+                let free = |j: usize| {
+                    t.conv.is_none_or(|shape| {
+                        let s = shape(&l);
+                        s.kept(
+                            j / (s.in_ch * s.out_ch),
+                            j / s.out_ch % s.in_ch,
+                            j % s.out_ch,
+                        )
+                    })
+                };
+                for i in (0..g.len()).step_by(7).filter(|&i| free(i)) {
                     let at = |e: f32| {
                         let mut w2 = w.clone();
-                        pick(&mut w2, d)[i] += e;
+                        (t.pick)(&mut w2, d)[i] += e;
                         loss(&w2, &x)
                     };
                     fd.assert(
-                        &format!("{kind:?} dir {d} {name}[{i}]"),
+                        &format!("{kind:?} dir {d} {}[{i}]", t.name),
                         &[g[i]],
                         &[central(&at)],
                     );

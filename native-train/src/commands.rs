@@ -354,6 +354,8 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({
+                "model": config.arch.name(),
+                "parameters": config.parameters(),
                 "bits_per_dim": bits_per_dim,
                 "nats_per_image": nats_per_image,
                 "images": images,
@@ -364,7 +366,8 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "{images} {} images: {bits_per_dim:.4} bits/dim, {nats_per_image:.2} nats/image",
+            "{}, {images} {} images: {bits_per_dim:.4} bits/dim, {nats_per_image:.2} nats/image",
+            config.arch.title(),
             a.split
         );
     }

@@ -71,7 +71,8 @@ impl Model {
             name => name.to_string(),
         };
         serde_json::json!({
-            "model": "pixelcnn",
+            "model": c.arch.name(),
+            "title": c.arch.title(),
             "channels": c.channels,
             "size": c.size,
             "layers": c.layers,
