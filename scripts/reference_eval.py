@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Evaluates a pixelrnn PixelCNN checkpoint with numpy alone, as docs/checkpoint.md
-describes, and prints the mean NLL in bits/dim (and, with --per-pixel, writes the same
+"""Evaluates a pixelrnn checkpoint (PixelCNN, Row LSTM or Diagonal BiLSTM) with numpy
+alone, as docs/checkpoint.md describes, and prints the mean NLL in bits/dim (and, with --per-pixel, writes the same
 [N, C, H, W] array of -log2 p as `pixelrnn eval --per-pixel`).
 
     python3 scripts/reference_eval.py runs/main/last.safetensors \
@@ -51,15 +51,82 @@ def relu(x):
     return np.maximum(x, 0)
 
 
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def lstm_scan(z, ss, init, t0):
+    """The LSTM over steps: z [N, S, L, 4n] pre-activations (gate 4k + q of state k),
+    ss [T, n, 4n] state-to-state weights reading positions l + t + t0 of the previous
+    step, init [2, n] = (h_0, c_0). Returns the states h [N, S, L, n]."""
+    images, steps, length, _ = z.shape
+    n = ss.shape[1]
+    h_prev = np.broadcast_to(init[0], (images, length, n))
+    c_prev = np.broadcast_to(init[1], (images, length, n))
+    out = np.zeros((images, steps, length, n), np.float32)
+    for s in range(steps):
+        zs = z[:, s].copy()
+        for t in range(ss.shape[0]):
+            d = t + t0
+            tapped = np.zeros_like(h_prev)  # tapped[:, l] = h_prev[:, l + d], zero outside
+            if d >= 0:
+                tapped[:, : length - d] = h_prev[:, d:]
+            else:
+                tapped[:, -d:] = h_prev[:, : length + d]
+            zs += tapped @ ss[t]
+        zs = zs.reshape(images, length, n, 4)
+        i, f, o = sigmoid(zs[..., 0]), sigmoid(zs[..., 1]), sigmoid(zs[..., 2])
+        c = f * c_prev + i * np.tanh(zs[..., 3])
+        h_prev, c_prev = o * np.tanh(c), c
+        out[:, s] = h_prev
+    return out
+
+
+def row_lstm(h, tensors, name):
+    """States [N, n, H, W] of a Row LSTM layer over the residual stream h."""
+    z = conv(h, tensors, name + ".is").transpose(0, 2, 3, 1)  # rows are the steps
+    states = lstm_scan(z, tensors[name + ".ss.weight"], tensors[name + ".init"], -1)
+    return states.transpose(0, 3, 1, 2)
+
+
+def diagonal_lstm(h, tensors, name, mirror):
+    """States [N, n, H, W] of one direction of a Diagonal BiLSTM layer."""
+    z = conv(h, tensors, name + ".is").transpose(0, 2, 3, 1)  # [N, H, W, 4n]
+    if mirror:
+        z = z[:, :, ::-1]
+    images, rows, cols, gates = z.shape
+    skewed = np.zeros((images, rows + cols - 1, rows, gates), np.float32)
+    for i in range(rows):
+        skewed[:, i : i + cols, i] = z[:, i]
+    states = lstm_scan(skewed, tensors[name + ".ss.weight"], tensors[name + ".init"], -1)
+    image = np.stack([states[:, i : i + cols, i] for i in range(rows)], axis=1)
+    if mirror:
+        image = image[:, :, ::-1]
+    return image.transpose(0, 3, 1, 2)
+
+
 def nll_bits(meta, tensors, images):
     """-log2 p of every sub-pixel of images [N, C, H, W] (uint8): [N, C, H, W]."""
     c = int(meta["channels"])
+    model = meta["model"]
     x = images.astype(np.float32) / 127.5 - 1.0
     h = conv(x, tensors, "input")
     for l in range(int(meta["layers"])):
-        r = relu(conv(relu(h), tensors, f"block{l}.conv1"))
-        r = relu(conv(r, tensors, f"block{l}.conv2"))
-        h = h + conv(r, tensors, f"block{l}.conv3")
+        if model == "pixelcnn":
+            r = relu(conv(relu(h), tensors, f"block{l}.conv1"))
+            r = relu(conv(r, tensors, f"block{l}.conv2"))
+            h = h + conv(r, tensors, f"block{l}.conv3")
+            continue
+        if model == "row-lstm":
+            states = row_lstm(h, tensors, f"layer{l}")
+        else:
+            lr = diagonal_lstm(h, tensors, f"layer{l}.lr", mirror=False)
+            rl = diagonal_lstm(h, tensors, f"layer{l}.rl", mirror=True)
+            # The right-to-left states move down one row before they are added.
+            down = np.zeros_like(rl)
+            down[:, :, 1:] = rl[:, :, :-1]
+            states = lr + down
+        h = h + conv(states, tensors, f"layer{l}.out")
     logits = conv(relu(conv(relu(h), tensors, "output.conv1")), tensors, "output.conv2")
 
     # Output channels c*256 .. c*256+255 are the logits of colour c.

@@ -118,6 +118,25 @@ fn train_model(model: &str, data: &str, run: &Path, steps: u64, extra: &[&str]) 
     succeed(&args)
 }
 
+/// -log2 p of every sub-pixel of the first `limit` images of `idx` under `checkpoint`,
+/// `[N, C, H, W]`, from the numpy evaluator `scripts/reference_eval.py`.
+fn reference_eval(checkpoint: &Path, idx: &Path, limit: usize) -> Vec<f32> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/reference_eval.py");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("numpy.npy");
+    let py = Command::new("python3")
+        .args([script, s(checkpoint), s(idx), "--limit", &limit.to_string()])
+        .args(["--per-pixel", s(&out)])
+        .output()
+        .expect("run python3");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    read_npy(&out).1
+}
+
 /// Reads a little-endian float32 .npy file: (shape, values).
 fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap();
@@ -207,21 +226,9 @@ fn train_resume_eval_sample_and_complete() {
     assert!(bits.iter().all(|b| b.is_finite() && *b >= 0.0));
 
     // A numpy reimplementation written from docs/checkpoint.md gives the same numbers.
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/reference_eval.py");
-    let numpy_npy = dir.path().join("numpy.npy");
     let idx = dir.path().join("data/t10k-images-idx3-ubyte");
-    let py = Command::new("python3")
-        .args([script, s(&last), s(&idx), "--limit", "6"])
-        .args(["--per-pixel", s(&numpy_npy)])
-        .output()
-        .expect("run python3");
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let (np_shape, np_bits) = read_npy(&numpy_npy);
-    assert_eq!(np_shape, shape);
+    let np_bits = reference_eval(&last, &idx, 6);
+    assert_eq!(np_bits.len(), bits.len());
     let worst = max_gap(&bits, &np_bits);
     assert!(worst < 1e-3, "numpy and pixelrnn differ by {worst} bits");
 
@@ -328,6 +335,26 @@ fn recurrent_models_train_resume_eval_sample_and_complete() {
         assert_eq!(ck.config.arch.name(), model);
         assert_eq!(ck.optimizer.as_ref().unwrap().step, 4);
         eval_bits(&last, &data, 4, model);
+
+        // The numpy evaluator, written from docs/checkpoint.md, agrees.
+        let ours = dir.path().join("ours.npy");
+        succeed(&[
+            "eval",
+            "--checkpoint",
+            s(&last),
+            "--data",
+            &data,
+            "--limit",
+            "4",
+            "--per-pixel",
+            s(&ours),
+        ]);
+        let numpy = reference_eval(&last, &dir.path().join("data/t10k-images-idx3-ubyte"), 4);
+        let worst = max_gap(&read_npy(&ours).1, &numpy);
+        assert!(
+            worst < 1e-3,
+            "{model}: numpy and pixelrnn differ by {worst} bits"
+        );
 
         let samples = dir.path().join("samples.png");
         succeed(&[
