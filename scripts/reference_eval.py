@@ -3,7 +3,7 @@
 alone, as docs/checkpoint.md describes, and prints the mean NLL in bits/dim (and, with --per-pixel, writes the same
 [N, C, H, W] array of -log2 p as `pixelrnn eval --per-pixel`).
 
-    python3 scripts/reference_eval.py runs/main/last.safetensors \
+    python3 scripts/reference_eval.py runs/main/pixelcnn/last.safetensors \
         /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz --limit 100
 """
 import argparse
