@@ -31,8 +31,11 @@ pub mod shaders {
     /// Skew and unskew of the Diagonal BiLSTM.
     pub const SKEW: &str = include_str!("../../shaders/skew.wgsl");
 
+    /// Categorical draws and the sampling cursor.
+    pub const SAMPLE: &str = include_str!("../../shaders/sample.wgsl");
+
     /// Every shader, named by file, for validation.
-    pub const ALL: [(&str, &str); 8] = [
+    pub const ALL: [(&str, &str); 9] = [
         ("conv.wgsl", CONV),
         ("conv_grad.wgsl", CONV_GRAD),
         ("conv_subgroup.wgsl", CONV_SUBGROUP),
@@ -41,6 +44,7 @@ pub mod shaders {
         ("optim.wgsl", OPTIM),
         ("lstm.wgsl", LSTM),
         ("skew.wgsl", SKEW),
+        ("sample.wgsl", SAMPLE),
     ];
 }
 
@@ -68,6 +72,8 @@ pub struct Kernels {
     pub(crate) lstm_init_grad: wgpu::ComputePipeline,
     pub(crate) skew: wgpu::ComputePipeline,
     pub(crate) unskew: wgpu::ComputePipeline,
+    pub(crate) draw: wgpu::ComputePipeline,
+    pub(crate) advance: wgpu::ComputePipeline,
 }
 
 /// A device, its queue and the compiled kernels. Cheap to clone.
@@ -298,6 +304,7 @@ impl Kernels {
         let optim = module("optim", shaders::OPTIM);
         let lstm = module("lstm", shaders::LSTM);
         let skew = module("skew", shaders::SKEW);
+        let sample = module("sample", shaders::SAMPLE);
         let pipeline = |module: &wgpu::ShaderModule, entry: &str| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
@@ -333,6 +340,8 @@ impl Kernels {
             lstm_init_grad: pipeline(&lstm, "lstm_init_grad"),
             skew: pipeline(&skew, "skew"),
             unskew: pipeline(&skew, "unskew"),
+            draw: pipeline(&sample, "draw"),
+            advance: pipeline(&sample, "advance"),
         }
     }
 }

@@ -351,6 +351,16 @@ impl Network {
         &self.gpu
     }
 
+    /// The forward pass's launches (logits only), to record with others.
+    pub fn forward_dispatches(&self) -> &[Dispatch] {
+        &self.forward
+    }
+
+    /// The encoded input `[batch, H, W, C]`, which samplers write into.
+    pub fn input_view(&self) -> View {
+        View::whole(&self.input)
+    }
+
     /// Uploads `images` `[batch, H, W, C]` as the input and the targets.
     pub fn set_images(&self, images: &[u8]) -> Result<(), Error> {
         let expected = self.batch * self.config.dims();

@@ -1,29 +1,58 @@
 //! Sampling and completion: one sub-pixel at a time in raster order, R then G then
 //! B, each drawn from its 256-way softmax given everything before it.
 //!
-//! Each step runs the whole network on the batch and reads back only the 256 logits
-//! of the current sub-pixel of each image.
+//! The draws happen on the GPU: each step runs the whole network on the batch, and a
+//! kernel draws the current sub-pixel of every image from its logits with a
+//! counter-based random number and writes it into the network's input. Many steps go
+//! into one submission; the images are read back only when the caller asks for them.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
+use crate::gpu::{self, Dispatch, Gpu, View};
 use crate::network::Network;
 use crate::ops::LEVELS;
 use crate::Error;
 
-/// Draws an intensity from `logits / temperature` with the uniform number `u` in [0, 1).
+/// A 32-bit integer hash with good avalanche (two multiply-xorshift rounds).
+fn mix32(v: u32) -> u32 {
+    let mut x = v;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The uniform number in [0, 1) with which every sampler draws sub-pixel `index` of
+/// image `image` of a batch under `seed`: a function of the three alone.
+pub fn uniform01(seed: u32, image: u32, index: u32) -> f32 {
+    let h = mix32(mix32(mix32(seed) ^ image) ^ index);
+    (h >> 8) as f32 * (1.0 / 16_777_216.0)
+}
+
+/// The 32-bit seed the draw kernel takes for a 64-bit `seed`.
+pub fn seed32(seed: u64) -> u32 {
+    (seed ^ (seed >> 32)) as u32
+}
+
+/// Draws an intensity from softmax(`logits` / `temperature`) with the uniform number
+/// `u` in [0, 1): the first intensity whose cumulative weight exceeds u times the
+/// total. Temperature 0 takes the most likely intensity (the first, on ties). The CPU
+/// twin of the draw kernel, in the same f32 arithmetic.
 pub fn draw(logits: &[f32], temperature: f32, u: f32) -> u8 {
-    let t = temperature.max(1e-6);
-    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let weights: Vec<f64> = logits
-        .iter()
-        .map(|&l| (((l - m) / t) as f64).exp())
-        .collect();
-    let total: f64 = weights.iter().sum();
+    let (best, top) =
+        logits.iter().enumerate().fold(
+            (0, logits[0]),
+            |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) },
+        );
+    if temperature <= 0.0 {
+        return best as u8;
+    }
+    let weight = |l: f32| ((l - top) / temperature).exp();
+    let total: f32 = logits.iter().map(|&l| weight(l)).sum();
+    let goal = u * total;
     let mut acc = 0.0;
-    let goal = u as f64 * total;
-    for (v, w) in weights.iter().enumerate() {
-        acc += w;
+    for (v, &l) in logits.iter().enumerate() {
+        acc += weight(l);
         if acc > goal {
             return v as u8;
         }
@@ -31,19 +60,112 @@ pub fn draw(logits: &[f32], temperature: f32, u: f32) -> u8 {
     (LEVELS - 1) as u8
 }
 
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DrawParams {
+    batch: u32,
+    dims: u32,
+    seed: u32,
+    temperature: f32,
+    steps: u32,
+    _pad: [u32; 3],
+}
+
+/// The draw kernel over a batch and its cursor: which sub-pixels to visit, in order,
+/// which are known, and the images as drawn so far.
+#[derive(Debug)]
+pub struct DrawOp {
+    /// Draws sub-pixel `order[cursor]` of every image into the images and the input.
+    pub draw: Dispatch,
+    /// Moves the cursor on by one step.
+    pub advance: Dispatch,
+    /// Intensities `[B, D]` as u32.
+    pub images: wgpu::Buffer,
+    /// The cursor, `[1]`.
+    pub cursor: wgpu::Buffer,
+}
+
+impl DrawOp {
+    /// Records draws of the sub-pixels `order` (indices within an image) of `images`
+    /// (`[batch, D]`, the known ones flagged in `known`) from `logits` `[batch D, 256]`,
+    /// writing into `input` `[batch, D]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        batch: usize,
+        dims: usize,
+        images: &[u8],
+        known: &[bool],
+        order: &[usize],
+        (temperature, seed): (f32, u64),
+        logits: &View,
+        input: &View,
+    ) -> Self {
+        let words = |v: &[u32]| gpu.buffer_from("sampler", bytemuck::cast_slice(v));
+        let known_buf = words(&known.iter().map(|&k| k as u32).collect::<Vec<_>>());
+        let order_buf = words(&order.iter().map(|&i| i as u32).collect::<Vec<_>>());
+        let cursor = words(&[0]);
+        let images_buf = words(&images.iter().map(|&v| v as u32).collect::<Vec<_>>());
+        let params = gpu.uniform(
+            "draw",
+            &DrawParams {
+                batch: batch as u32,
+                dims: dims as u32,
+                seed: seed32(seed),
+                temperature,
+                steps: order.len() as u32,
+                _pad: [0; 3],
+            },
+        );
+        let whole = View::whole;
+        let draw = Dispatch::new(
+            gpu,
+            &gpu.kernels.draw,
+            &params,
+            &[
+                (1, logits),
+                (2, &whole(&known_buf)),
+                (3, &whole(&order_buf)),
+                (4, &whole(&cursor)),
+                (5, &whole(&images_buf)),
+                (6, input),
+            ],
+            [batch.div_ceil(64) as u32, 1, 1],
+        );
+        let advance = Dispatch::new(
+            gpu,
+            &gpu.kernels.advance,
+            &params,
+            &[(4, &whole(&cursor))],
+            [1, 1, 1],
+        );
+        Self {
+            draw,
+            advance,
+            images: images_buf,
+            cursor,
+        }
+    }
+
+    /// Reads the images back as bytes.
+    pub async fn read_images(&self, gpu: &Gpu) -> Result<Vec<u8>, Error> {
+        let words = gpu.read_all(&self.images).await?;
+        Ok(words.iter().map(|w| w.to_bits() as u8).collect())
+    }
+}
+
 /// A batch of images being filled in, in raster order, by sampling from a network.
 ///
-/// Each [`Completion::advance`] draws the next few open sub-pixel positions, so a caller
-/// can show the images between calls (a progressive display) without blocking.
-#[derive(Debug, Clone)]
+/// Each [`Completion::advance`] draws the next few open sub-pixel positions in one
+/// submission, so a caller can show the images between calls (a progressive display)
+/// without blocking.
+#[derive(Debug)]
 pub struct Completion {
     images: Vec<u8>,
-    known: Vec<bool>,
     /// Sub-pixel positions (within one image) that some image of the batch must draw.
-    open: Vec<usize>,
+    open: usize,
     done: usize,
-    temperature: f32,
-    rng: ChaCha8Rng,
+    op: DrawOp,
 }
 
 impl Completion {
@@ -67,53 +189,53 @@ impl Completion {
                 batch * dims
             )));
         }
-        let open = (0..dims)
+        let open: Vec<usize> = (0..dims)
             .filter(|&i| (0..batch).any(|b| !known[b * dims + i]))
             .collect();
+        net.set_images(&images)?;
+        let op = DrawOp::new(
+            net.gpu(),
+            batch,
+            dims,
+            &images,
+            &known,
+            &open,
+            (temperature, seed),
+            &View::whole(&net.logits),
+            &net.input_view(),
+        );
         Ok(Self {
             images,
-            known,
-            open,
+            open: open.len(),
             done: 0,
-            temperature,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            op,
         })
     }
 
     /// Draws up to `positions` more open sub-pixel positions (each for the whole
-    /// batch); returns whether every position is now drawn.
+    /// batch), then reads the images back; returns whether every position is now drawn.
     pub async fn advance(&mut self, net: &Network, positions: usize) -> Result<bool, Error> {
-        let dims = net.config.dims();
-        let end = (self.done + positions).min(self.open.len());
-        while self.done < end {
-            let i = self.open[self.done];
-            net.set_images(&self.images)?;
-            net.forward_logits();
-
-            // Sub-pixel i of image b: pixel i / C, colour i % C.
-            let ranges: Vec<(usize, usize)> = (0..net.batch)
-                .map(|b| ((b * dims + i) * LEVELS, LEVELS))
-                .collect();
-            let logits = net.gpu().read_ranges(&net.logits, &ranges).await?;
-            for (b, l) in logits.iter().enumerate() {
-                let u: f32 = self.rng.random();
-                if !self.known[b * dims + i] {
-                    self.images[b * dims + i] = draw(l, self.temperature, u);
-                }
-            }
-            self.done += 1;
-        }
+        let steps = positions.min(self.open - self.done);
+        let step = [
+            net.forward_dispatches(),
+            std::slice::from_ref(&self.op.draw),
+            std::slice::from_ref(&self.op.advance),
+        ];
+        let all: Vec<&[Dispatch]> = (0..steps).flat_map(|_| step).collect();
+        gpu::submit(net.gpu(), &all);
+        self.done += steps;
+        self.images = self.op.read_images(net.gpu()).await?;
         Ok(self.is_finished())
     }
 
     /// Whether every open position has been drawn.
     pub fn is_finished(&self) -> bool {
-        self.done == self.open.len()
+        self.done == self.open
     }
 
     /// Positions drawn so far and positions to draw in all.
     pub fn progress(&self) -> (usize, usize) {
-        (self.done, self.open.len())
+        (self.done, self.open)
     }
 
     /// The images as far as they are drawn (`[batch, H, W, C]`).
@@ -128,8 +250,8 @@ impl Completion {
 }
 
 /// Fills every sub-pixel of `images` (`[batch, H, W, C]`) whose `known` entry is
-/// false, in raster order, by sampling from `net` (see [`Completion`]).
-/// `progress(done, total)` is called after each sampled sub-pixel position.
+/// false, in raster order, by sampling from `net` (see [`Completion`]), reading the
+/// images back once per image row. `progress(done, total)` is called after each row.
 pub async fn complete(
     net: &Network,
     images: &mut [u8],
@@ -139,8 +261,9 @@ pub async fn complete(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(), Error> {
     let mut completion = Completion::new(net, images.to_vec(), known.to_vec(), temperature, seed)?;
+    let row = net.config.size * net.config.channels;
     loop {
-        let finished = completion.advance(net, 1).await?;
+        let finished = completion.advance(net, row).await?;
         let (done, total) = completion.progress();
         progress(done, total);
         if finished {

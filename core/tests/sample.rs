@@ -4,10 +4,11 @@
 mod common;
 
 use common::{bytes, gpu, rng};
+use pixelrnn::gpu::{submit, View};
 use pixelrnn::model::{self, init_params, Arch, ModelConfig};
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::ops::LEVELS;
-use pixelrnn::sample::{complete, draw, sample, Completion, Occlusion};
+use pixelrnn::sample::{complete, draw, sample, seed32, uniform01, Completion, DrawOp, Occlusion};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -43,6 +44,87 @@ fn draw_inverts_the_softmax_cdf() {
             (c as f64 / n as f64 - p).abs() < 5.0 * sd + 1e-6,
             "level {v}"
         );
+    }
+}
+
+/// The samplers' random numbers: uniform over [0, 1) (16 equal bins within 5 standard
+/// deviations over 160,000 numbers), and different for neighbouring images, sub-pixels
+/// and seeds.
+#[test]
+fn counter_based_uniforms_are_uniform_and_distinct() {
+    let mut bins = [0usize; 16];
+    let n = 160_000;
+    for i in 0..n {
+        let u = uniform01(7, (i % 16) as u32, (i / 16) as u32);
+        assert!((0.0..1.0).contains(&u), "{u}");
+        bins[(u * 16.0) as usize] += 1;
+    }
+    let expect = n as f64 / 16.0;
+    for (k, &c) in bins.iter().enumerate() {
+        assert!(
+            (c as f64 - expect).abs() < 5.0 * (expect * 15.0 / 16.0).sqrt(),
+            "bin {k}: {c}"
+        );
+    }
+    let u = uniform01(7, 3, 5);
+    for other in [uniform01(8, 3, 5), uniform01(7, 4, 5), uniform01(7, 3, 6)] {
+        assert_ne!(u, other);
+    }
+    assert_ne!(seed32(1), seed32(1 << 32 | 2));
+}
+
+/// The draw kernel, stepping through a list of sub-pixels with its cursor, writes
+/// exactly what the CPU twin draws with the same uniform numbers, leaves known
+/// sub-pixels alone, and writes the scaled value into the input; temperature 0 takes
+/// the argmax.
+#[test]
+fn gpu_draws_match_the_cpu_twin() {
+    let g = gpu();
+    let (batch, dims) = (70, 6);
+    let mut r = rng(3);
+    let logits: Vec<f32> = (0..batch * dims * LEVELS)
+        .map(|_| r.random_range(-4.0..4.0))
+        .collect();
+    let known: Vec<bool> = (0..batch * dims).map(|i| i % 5 == 0).collect();
+    let images: Vec<u8> = (0..batch * dims).map(|i| (i * 7) as u8).collect();
+    let order = [0, 2, 3, 5];
+    for temperature in [1.0, 0.7, 0.0] {
+        let logits_v = View::whole(&g.buffer_from("logits", &logits));
+        let input = View::whole(&g.zeros("input", batch * dims));
+        let seed = 11;
+        let op = DrawOp::new(
+            &g,
+            batch,
+            dims,
+            &images,
+            &known,
+            &order,
+            (temperature, seed),
+            &logits_v,
+            &input,
+        );
+        let steps: Vec<_> = order
+            .iter()
+            .flat_map(|_| [op.draw.clone(), op.advance.clone()])
+            .collect();
+        submit(&g, &[&steps]);
+        let got = pollster::block_on(op.read_images(&g)).unwrap();
+        let got_input = pollster::block_on(g.read_all(&input.buffer)).unwrap();
+        for b in 0..batch {
+            for i in 0..dims {
+                let at = b * dims + i;
+                let want = if known[at] || !order.contains(&i) {
+                    images[at]
+                } else {
+                    let u = uniform01(seed32(seed), b as u32, i as u32);
+                    draw(&logits[at * LEVELS..][..LEVELS], temperature, u)
+                };
+                assert_eq!(got[at], want, "T = {temperature}, image {b}, sub-pixel {i}");
+                if want != images[at] || (!known[at] && order.contains(&i)) {
+                    assert_eq!(got_input[at], want as f32 / 127.5 - 1.0);
+                }
+            }
+        }
     }
 }
 
@@ -127,12 +209,10 @@ fn completion_draws_from_conditionals(arch: Arch) {
         }
     }
     let logits = model::cpu::logits(&config, &params, &images);
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let open = (0..dims).filter(|&i| (0..batch).any(|b| !known[b * dims + i]));
     let mut drawn = 0;
-    for i in open {
+    for i in 0..dims {
         for b in 0..batch {
-            let u: f32 = r.random();
+            let u = uniform01(seed32(seed), b as u32, i as u32);
             let at = b * dims + i;
             if !known[at] {
                 let want = draw(&logits[at * LEVELS..][..LEVELS], temperature, u);
@@ -143,12 +223,18 @@ fn completion_draws_from_conditionals(arch: Arch) {
     }
     assert_eq!(drawn, known.iter().filter(|&&k| !k).count());
 
-    // The same seed draws the same images; another seed others.
+    // The same seed draws the same images; another seed others. At temperature 0
+    // every seed draws the same (most likely) images.
     let again = pollster::block_on(sample(&net, 1.0, 3, |_, _| {})).unwrap();
     let same = pollster::block_on(sample(&net, 1.0, 3, |_, _| {})).unwrap();
     let other = pollster::block_on(sample(&net, 1.0, 4, |_, _| {})).unwrap();
     assert_eq!(again, same);
     assert_ne!(again, other);
+    let cold = pollster::block_on(sample(&net, 0.0, 3, |_, _| {})).unwrap();
+    assert_eq!(
+        cold,
+        pollster::block_on(sample(&net, 0.0, 5, |_, _| {})).unwrap()
+    );
 }
 
 /// Drawing a few positions per step, as the page does between repaints, gives the

@@ -406,11 +406,9 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         "sample {bar:30} {pos}/{len} sub-pixels ETA {eta}",
     );
     let started = Instant::now();
-    let mut first_pixel = None;
+    let mut first_row = None;
     let images = pollster::block_on(sample::sample(&net, a.temperature, a.seed, |d, _| {
-        if d == config.channels {
-            first_pixel = Some(started.elapsed());
-        }
+        first_row.get_or_insert_with(|| started.elapsed());
         progress.set_position(d as u64)
     }))?;
     let total = started.elapsed();
@@ -419,11 +417,11 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let cols = (a.count as f64).sqrt().ceil() as usize;
     picture::save_grid(&a.out, &cells, cols, config.size, config.channels)?;
     println!(
-        "{} samples written to {} in {:.1} s (first pixel after {:.0} ms, {:.0} ms per image)",
+        "{} samples written to {} in {:.1} s (first row after {:.0} ms, {:.0} ms per image)",
         a.count,
         a.out.display(),
         total.as_secs_f64(),
-        first_pixel.unwrap_or(total).as_secs_f64() * 1e3,
+        first_row.unwrap_or(total).as_secs_f64() * 1e3,
         total.as_secs_f64() * 1e3 / a.count as f64
     );
     Ok(())

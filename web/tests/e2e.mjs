@@ -178,7 +178,7 @@ async function main() {
     const png = join(shots, "native-samples.png");
     const line = native(["sample", "--checkpoint", model, "--count", String(COUNT),
       "--seed", String(SEED), "--temperature", "1", "--out", png]);
-    timings.native_first_pixel_ms = Number(line.match(/first pixel after (\d+) ms/)[1]);
+    timings.native_first_row_ms = Number(line.match(/first row after (\d+) ms/)[1]);
     timings.native_ms_per_image = Number(line.match(/(\d+) ms per image/)[1]);
     const size = Math.sqrt(samples[0].length);
     const nativeSamples = await gridCells(page, readFileSync(png), COUNT, size);
