@@ -34,8 +34,11 @@ pub mod shaders {
     /// Categorical draws and the sampling cursor.
     pub const SAMPLE: &str = include_str!("../../shaders/sample.wgsl");
 
+    /// A masked convolution at the sampling cursor's pixel.
+    pub const INCREMENTAL: &str = include_str!("../../shaders/incremental.wgsl");
+
     /// Every shader, named by file, for validation.
-    pub const ALL: [(&str, &str); 9] = [
+    pub const ALL: [(&str, &str); 10] = [
         ("conv.wgsl", CONV),
         ("conv_grad.wgsl", CONV_GRAD),
         ("conv_subgroup.wgsl", CONV_SUBGROUP),
@@ -45,6 +48,7 @@ pub mod shaders {
         ("lstm.wgsl", LSTM),
         ("skew.wgsl", SKEW),
         ("sample.wgsl", SAMPLE),
+        ("incremental.wgsl", INCREMENTAL),
     ];
 }
 
@@ -74,6 +78,7 @@ pub struct Kernels {
     pub(crate) unskew: wgpu::ComputePipeline,
     pub(crate) draw: wgpu::ComputePipeline,
     pub(crate) advance: wgpu::ComputePipeline,
+    pub(crate) conv_at: wgpu::ComputePipeline,
 }
 
 /// A device, its queue and the compiled kernels. Cheap to clone.
@@ -305,6 +310,7 @@ impl Kernels {
         let lstm = module("lstm", shaders::LSTM);
         let skew = module("skew", shaders::SKEW);
         let sample = module("sample", shaders::SAMPLE);
+        let incremental = module("incremental", shaders::INCREMENTAL);
         let pipeline = |module: &wgpu::ShaderModule, entry: &str| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
@@ -342,6 +348,7 @@ impl Kernels {
             unskew: pipeline(&skew, "unskew"),
             draw: pipeline(&sample, "draw"),
             advance: pipeline(&sample, "advance"),
+            conv_at: pipeline(&incremental, "conv_at"),
         }
     }
 }

@@ -12,7 +12,8 @@
 //! - [`rnn`]: the Row LSTM and Diagonal BiLSTM layers around the scan.
 //! - [`model`]: the three architectures, their parameters and a CPU reference model.
 //! - [`network`]: a model recorded on the GPU, training step in one submission.
-//! - [`sample`]: sampling and completion of occluded images.
+//! - [`sample`]: sampling and completion of occluded images, with draws on the GPU.
+//! - [`incremental`]: the incremental sampler, which recomputes only the new pixel.
 //! - [`skew`]: skew and unskew of the Diagonal BiLSTM.
 //! - [`checkpoint`]: safetensors checkpoints.
 //! - [`data`]: Fashion-MNIST, CIFAR-10 and image-folder datasets.
@@ -22,6 +23,7 @@ pub mod checkpoint;
 pub mod conv;
 pub mod data;
 pub mod gpu;
+pub mod incremental;
 pub mod lstm;
 pub mod model;
 pub mod network;

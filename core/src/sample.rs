@@ -83,6 +83,8 @@ pub struct DrawOp {
     pub images: wgpu::Buffer,
     /// The cursor, `[1]`.
     pub cursor: wgpu::Buffer,
+    /// The sub-pixel of each step, `[steps]` as u32.
+    pub order: wgpu::Buffer,
 }
 
 impl DrawOp {
@@ -144,6 +146,7 @@ impl DrawOp {
             advance,
             images: images_buf,
             cursor,
+            order: order_buf,
         }
     }
 

@@ -1,0 +1,226 @@
+//! Incremental sampling: the network is evaluated only where a new sub-pixel changes
+//! it. Drawing sub-pixel i of pixel p can change no output before p, and the next
+//! draw needs only pixel p (or p + 1), so each step recomputes every layer at that one
+//! pixel, with everything before it kept on the GPU from earlier steps, then draws.
+//!
+//! Each layer writes its own map (the residual stream too), so a pixel can be
+//! recomputed once per colour as its sub-pixels are drawn. The draws and the cursor
+//! are [`crate::sample`]'s: the same kernel and the same random numbers, so this
+//! sampler draws the images the plain one draws, at a fraction of the work.
+
+use crate::conv::ConvLayout;
+use crate::gpu::{self, Dispatch, Gpu, View};
+use crate::model::{Arch, Block};
+use crate::network::Network;
+use crate::ops::LEVELS;
+use crate::sample::DrawOp;
+use crate::Error;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AtParams {
+    batch: u32,
+    height: u32,
+    width: u32,
+    k: u32,
+    taps: u32,
+    tap0: u32,
+    in_ch: u32,
+    out_ch: u32,
+    out_pad: u32,
+    relu_in: u32,
+    residual: u32,
+    channels: u32,
+    steps: u32,
+    _pad: [u32; 3],
+}
+
+/// A batch of images filled in by the incremental sampler (PixelCNN).
+#[derive(Debug)]
+pub struct IncrementalSampler {
+    step: Vec<Dispatch>,
+    op: DrawOp,
+    images: Vec<u8>,
+    steps: usize,
+    done: usize,
+}
+
+impl IncrementalSampler {
+    /// Starts filling every sub-pixel of `images` (`[batch, H, W, C]`) whose `known`
+    /// entry is false, with `net`'s parameters; known sub-pixels stay and condition
+    /// what follows them.
+    pub fn new(
+        net: &Network,
+        images: Vec<u8>,
+        known: Vec<bool>,
+        temperature: f32,
+        seed: u64,
+    ) -> Result<Self, Error> {
+        let config = net.config;
+        if config.arch != Arch::PixelCnn {
+            // TODO(#5): the Row LSTM's and Diagonal BiLSTM's incremental steps.
+            return Err(Error::Config(format!(
+                "incremental sampling of {} is not implemented yet",
+                config.arch
+            )));
+        }
+        let gpu = net.gpu();
+        let dims = config.dims();
+        let batch = net.batch;
+        if images.len() != batch * dims || known.len() != images.len() {
+            return Err(Error::Data(format!(
+                "{} image bytes and {} known flags given, the sampler takes {}",
+                images.len(),
+                known.len(),
+                batch * dims
+            )));
+        }
+        let pixels = batch * config.size * config.size;
+        let maps = |label: &str, ch: usize| View::whole(&gpu.zeros(label, pixels * ch));
+        let x = maps("x", config.channels);
+        gpu.queue.write_buffer(
+            &x.buffer,
+            0,
+            bytemuck::cast_slice(&crate::model::encode_input(&images)),
+        );
+        let logits = maps("logits", config.channels * LEVELS);
+
+        // Every sub-pixel is a step: the known ones too, whose pixels later ones read.
+        let order: Vec<usize> = (0..dims).collect();
+        let op = DrawOp::new(
+            gpu,
+            batch,
+            dims,
+            &images,
+            &known,
+            &order,
+            (temperature, seed),
+            &logits,
+            &x,
+        );
+        let at = |i: usize, input: &View, output: &View, relu_in: bool, res: Option<&View>| {
+            conv_at(net, i, input, output, relu_in, res, &op)
+        };
+
+        let layout = &net.layout;
+        let h = config.hidden;
+        let mut step = Vec::new();
+        let mut stream = maps("h0", 2 * h);
+        step.push(at(0, &x, &stream, false, None));
+        for block in &layout.blocks {
+            let &Block::Conv([c1, c2, c3]) = block else {
+                unreachable!("a PixelCNN has convolution blocks");
+            };
+            let (b1, b2) = (maps("b1", h), maps("b2", h));
+            let next = maps("h", 2 * h);
+            step.push(at(c1, &stream, &b1, true, None));
+            step.push(at(c2, &b1, &b2, true, None));
+            step.push(at(c3, &b2, &next, true, Some(&stream)));
+            stream = next;
+        }
+        let n = layout.convs.len();
+        let o1 = maps("o1", config.out_hidden);
+        step.push(at(n - 2, &stream, &o1, true, None));
+        step.push(at(n - 1, &o1, &logits, true, None));
+        step.push(op.draw.clone());
+        step.push(op.advance.clone());
+
+        Ok(Self {
+            step,
+            op,
+            images,
+            steps: order.len(),
+            done: 0,
+        })
+    }
+
+    /// Runs up to `steps` more sub-pixel steps in one submission, then reads the images
+    /// back; returns whether every sub-pixel is now drawn.
+    pub async fn advance(&mut self, gpu: &Gpu, steps: usize) -> Result<bool, Error> {
+        let steps = steps.min(self.steps - self.done);
+        let all: Vec<&[Dispatch]> = (0..steps).map(|_| self.step.as_slice()).collect();
+        gpu::submit(gpu, &all);
+        self.done += steps;
+        self.images = self.op.read_images(gpu).await?;
+        Ok(self.is_finished())
+    }
+
+    /// Whether every sub-pixel has been visited.
+    pub fn is_finished(&self) -> bool {
+        self.done == self.steps
+    }
+
+    /// Steps taken and steps in all (one per sub-pixel of an image).
+    pub fn progress(&self) -> (usize, usize) {
+        (self.done, self.steps)
+    }
+
+    /// The images as far as they are drawn (`[batch, H, W, C]`).
+    pub fn images(&self) -> &[u8] {
+        &self.images
+    }
+
+    /// The images, once drawn.
+    pub fn into_images(self) -> Vec<u8> {
+        self.images
+    }
+}
+
+/// Conv `i` of `net` at the cursor's pixel: `output` = conv(ReLU?(`input`)) (+ `res`).
+fn conv_at(
+    net: &Network,
+    i: usize,
+    input: &View,
+    output: &View,
+    relu_in: bool,
+    res: Option<&View>,
+    op: &DrawOp,
+) -> Dispatch {
+    let gpu = net.gpu();
+    let config = net.config;
+    let layout: &ConvLayout = &net.layout.convs[i];
+    let s = layout.shape;
+    let offset = net.layout.offsets[i];
+    let weights = View {
+        buffer: net.params.clone(),
+        offset,
+        len: layout.weight_len(),
+    };
+    let bias = View {
+        buffer: net.params.clone(),
+        offset: offset + layout.bias_offset(),
+        len: layout.out_pad,
+    };
+    let params = AtParams {
+        batch: net.batch as u32,
+        height: config.size as u32,
+        width: config.size as u32,
+        k: s.k as u32,
+        taps: s.taps() as u32,
+        tap0: s.first_tap() as u32,
+        in_ch: s.in_ch as u32,
+        out_ch: s.out_ch as u32,
+        out_pad: layout.out_pad as u32,
+        relu_in: relu_in as u32,
+        residual: res.is_some() as u32,
+        channels: config.channels as u32,
+        steps: config.dims() as u32,
+        _pad: [0; 3],
+    };
+    let views = [
+        (1, input),
+        (2, &weights),
+        (3, &bias),
+        (4, res.unwrap_or(input)),
+        (5, output),
+        (6, &View::whole(&op.order)),
+        (7, &View::whole(&op.cursor)),
+    ];
+    Dispatch::new(
+        gpu,
+        &gpu.kernels.conv_at,
+        &gpu.uniform("conv at", &params),
+        &views,
+        gpu::grid_1d(net.batch * s.out_ch, 64),
+    )
+}

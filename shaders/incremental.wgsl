@@ -1,0 +1,84 @@
+// Incremental sampling (core/src/incremental.rs): a masked convolution evaluated at
+// one pixel of every image, the pixel of the sub-pixel the sampling cursor is on.
+// Everything before that pixel is final, so each step of the sampler recomputes only
+// this pixel, layer by layer.
+//
+// Legend: B images of H x W pixels; maps [B, H W, C]; weights [T, C_in, NP] (causal
+// taps from tap0 of a k x k kernel, NP = C_out padded); `order` lists the sub-pixels
+// (within an image) of the steps, `cursor` holds the step.
+
+struct AtParams {
+    batch: u32,
+    height: u32,
+    width: u32,
+    k: u32,
+    taps: u32,
+    tap0: u32,
+    in_ch: u32,
+    out_ch: u32,
+    out_pad: u32,
+    relu_in: u32,
+    residual: u32,
+    channels: u32,
+    steps: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> ap: AtParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;              // [B, H W, C_in]
+@group(0) @binding(2) var<storage, read> w: array<f32>;              // [T, C_in, NP]
+@group(0) @binding(3) var<storage, read> bias: array<f32>;           // [NP]
+@group(0) @binding(4) var<storage, read> res: array<f32>;            // [B, H W, C_out]
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;        // [B, H W, C_out]
+@group(0) @binding(6) var<storage, read> order: array<u32>;          // [steps]
+@group(0) @binding(7) var<storage, read> cursor: array<u32>;         // [1]
+
+// The (dy, dx) offset of causal tap t of a k x k kernel (as conv.wgsl).
+fn offset(t: u32) -> vec2<i32> {
+    let r = ap.k / 2u;
+    if t < r * ap.k {
+        return vec2<i32>(i32(t / ap.k) - i32(r), i32(t % ap.k) - i32(r));
+    }
+    return vec2<i32>(0, i32(t - r * ap.k) - i32(r));
+}
+
+// Invocation (b, co): y[b, p, co] = bias[co] + sum over t, ci of
+// f(x[b, p + offset(t), ci]) w[t, ci, co] (+ res[b, p, co]), f = ReLU when relu_in.
+@compute @workgroup_size(64)
+fn conv_at(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let e = gid.x + gid.y * 65535u * 64u;
+    let step = cursor[0];
+    if e >= ap.batch * ap.out_ch || step >= ap.steps {
+        return;
+    }
+    let b = e / ap.out_ch;
+    let co = e % ap.out_ch;
+    let pixel = order[step] / ap.channels;
+    let row = i32(pixel / ap.width);
+    let col = i32(pixel % ap.width);
+
+    var acc = bias[co];
+    for (var t = 0u; t < ap.taps; t++) {
+        let d = offset(t + ap.tap0);
+        let yy = row + d.x;
+        let xx = col + d.y;
+        if yy < 0 || xx < 0 || xx >= i32(ap.width) {
+            continue;
+        }
+        let q = (b * ap.height + u32(yy)) * ap.width + u32(xx);
+        for (var ci = 0u; ci < ap.in_ch; ci++) {
+            var v = x[q * ap.in_ch + ci];
+            if ap.relu_in != 0u {
+                v = max(v, 0.0);
+            }
+            acc += v * w[(t * ap.in_ch + ci) * ap.out_pad + co];
+        }
+    }
+    let at = (b * ap.height * ap.width + pixel) * ap.out_ch + co;
+    if ap.residual != 0u {
+        acc += res[at];
+    }
+    y[at] = acc;
+}
