@@ -28,10 +28,10 @@ struct AtParams {
 
 @group(0) @binding(0) var<uniform> ap: AtParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;              // [B, H W, C_in]
-@group(0) @binding(2) var<storage, read> w: array<f32>;              // [T, C_in, NP]
-@group(0) @binding(3) var<storage, read> bias: array<f32>;           // [NP]
-@group(0) @binding(4) var<storage, read> res: array<f32>;            // [B, H W, C_out]
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;        // [B, H W, C_out]
+@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;        // [T, C_in, NP / 4]
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;     // [NP / 4]
+@group(0) @binding(4) var<storage, read> res: array<vec4<f32>>;      // [B, H W, C_out / 4]
+@group(0) @binding(5) var<storage, read_write> y: array<vec4<f32>>;  // [B, H W, C_out / 4]
 @group(0) @binding(6) var<storage, read> order: array<u32>;          // [steps]
 @group(0) @binding(7) var<storage, read> cursor: array<u32>;         // [1]
 
@@ -44,22 +44,24 @@ fn offset(t: u32) -> vec2<i32> {
     return vec2<i32>(0, i32(t - r * ap.k) - i32(r));
 }
 
-// Invocation (b, co): y[b, p, co] = bias[co] + sum over t, ci of
+// Invocation (b, j), for the four output channels co = 4j .. 4j + 3 (C_out is a
+// multiple of 4): y[b, p, co] = bias[co] + sum over t, ci of
 // f(x[b, p + offset(t), ci]) w[t, ci, co] (+ res[b, p, co]), f = ReLU when relu_in.
 @compute @workgroup_size(64)
 fn conv_at(@builtin(global_invocation_id) gid: vec3<u32>) {
     let e = gid.x + gid.y * 65535u * 64u;
     let step = cursor[0];
-    if e >= ap.batch * ap.out_ch || step >= ap.steps {
+    let quads = ap.out_ch / 4u;
+    if e >= ap.batch * quads || step >= ap.steps {
         return;
     }
-    let b = e / ap.out_ch;
-    let co = e % ap.out_ch;
+    let b = e / quads;
+    let j = e % quads;
     let pixel = order[step] / ap.channels;
     let row = i32(pixel / ap.width);
     let col = i32(pixel % ap.width);
 
-    var acc = bias[co];
+    var acc = bias[j];
     for (var t = 0u; t < ap.taps; t++) {
         let d = offset(t + ap.tap0);
         let yy = row + d.x;
@@ -73,10 +75,10 @@ fn conv_at(@builtin(global_invocation_id) gid: vec3<u32>) {
             if ap.relu_in != 0u {
                 v = max(v, 0.0);
             }
-            acc += v * w[(t * ap.in_ch + ci) * ap.out_pad + co];
+            acc += v * w[((t * ap.in_ch + ci) * ap.out_pad) / 4u + j];
         }
     }
-    let at = (b * ap.height * ap.width + pixel) * ap.out_ch + co;
+    let at = (b * ap.height * ap.width + pixel) * quads + j;
     if ap.residual != 0u {
         acc += res[at];
     }

@@ -46,6 +46,11 @@ pub struct IncrementalSampler {
 }
 
 impl IncrementalSampler {
+    /// Whether `arch` has an incremental step.
+    pub fn supports(arch: Arch) -> bool {
+        arch == Arch::PixelCnn
+    }
+
     /// Starts filling every sub-pixel of `images` (`[batch, H, W, C]`) whose `known`
     /// entry is false, with `net`'s parameters; known sub-pixels stay and condition
     /// what follows them.
@@ -57,7 +62,7 @@ impl IncrementalSampler {
         seed: u64,
     ) -> Result<Self, Error> {
         let config = net.config;
-        if config.arch != Arch::PixelCnn {
+        if !Self::supports(config.arch) {
             // TODO(#5): the Row LSTM's and Diagonal BiLSTM's incremental steps.
             return Err(Error::Config(format!(
                 "incremental sampling of {} is not implemented yet",
@@ -221,6 +226,6 @@ fn conv_at(
         &gpu.kernels.conv_at,
         &gpu.uniform("conv at", &params),
         &views,
-        gpu::grid_1d(net.batch * s.out_ch, 64),
+        gpu::grid_1d(net.batch * s.out_ch / 4, 64),
     )
 }

@@ -7,6 +7,7 @@
 //! into one submission; the images are read back only when the caller asks for them.
 
 use crate::gpu::{self, Dispatch, Gpu, View};
+use crate::incremental::IncrementalSampler;
 use crate::network::Network;
 use crate::ops::LEVELS;
 use crate::Error;
@@ -252,49 +253,104 @@ impl Completion {
     }
 }
 
+/// Which sampler to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SamplerKind {
+    /// The whole network once per sub-pixel ([`Completion`]).
+    Plain,
+    /// Only the new pixel per sub-pixel ([`IncrementalSampler`]) where the model has
+    /// an incremental step, else the plain one.
+    #[default]
+    Fastest,
+}
+
+/// A running sampler of either kind.
+#[derive(Debug)]
+pub enum Sampler {
+    /// The plain sampler.
+    Plain(Completion),
+    /// The incremental sampler.
+    Incremental(IncrementalSampler),
+}
+
+impl Sampler {
+    /// Starts filling the sub-pixels of `images` whose `known` entry is false (see
+    /// [`Completion::new`]) with the sampler `kind` asks for.
+    pub fn new(
+        net: &Network,
+        images: Vec<u8>,
+        known: Vec<bool>,
+        (temperature, seed): (f32, u64),
+        kind: SamplerKind,
+    ) -> Result<Self, Error> {
+        if kind == SamplerKind::Fastest && IncrementalSampler::supports(net.config.arch) {
+            let s = IncrementalSampler::new(net, images, known, temperature, seed)?;
+            return Ok(Self::Incremental(s));
+        }
+        Completion::new(net, images, known, temperature, seed).map(Self::Plain)
+    }
+
+    /// Runs up to `steps` more steps, then reads the images back; returns whether the
+    /// images are finished.
+    pub async fn advance(&mut self, net: &Network, steps: usize) -> Result<bool, Error> {
+        match self {
+            Self::Plain(s) => s.advance(net, steps).await,
+            Self::Incremental(s) => s.advance(net.gpu(), steps).await,
+        }
+    }
+
+    /// Steps taken and steps in all.
+    pub fn progress(&self) -> (usize, usize) {
+        match self {
+            Self::Plain(s) => s.progress(),
+            Self::Incremental(s) => s.progress(),
+        }
+    }
+
+    /// The images as far as they are drawn.
+    pub fn images(&self) -> &[u8] {
+        match self {
+            Self::Plain(s) => s.images(),
+            Self::Incremental(s) => s.images(),
+        }
+    }
+}
+
 /// Fills every sub-pixel of `images` (`[batch, H, W, C]`) whose `known` entry is
-/// false, in raster order, by sampling from `net` (see [`Completion`]), reading the
+/// false, in raster order, by sampling from `net` with the sampler `kind`, reading the
 /// images back once per image row. `progress(done, total)` is called after each row.
 pub async fn complete(
     net: &Network,
     images: &mut [u8],
     known: &[bool],
-    temperature: f32,
-    seed: u64,
+    draw: (f32, u64),
+    kind: SamplerKind,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(), Error> {
-    let mut completion = Completion::new(net, images.to_vec(), known.to_vec(), temperature, seed)?;
+    let mut sampler = Sampler::new(net, images.to_vec(), known.to_vec(), draw, kind)?;
     let row = net.config.size * net.config.channels;
     loop {
-        let finished = completion.advance(net, row).await?;
-        let (done, total) = completion.progress();
+        let finished = sampler.advance(net, row).await?;
+        let (done, total) = sampler.progress();
         progress(done, total);
         if finished {
             break;
         }
     }
-    images.copy_from_slice(completion.images());
+    images.copy_from_slice(sampler.images());
     Ok(())
 }
 
-/// Samples `net.batch` new images.
+/// Samples `net.batch` new images at `temperature` from `seed`.
 pub async fn sample(
     net: &Network,
-    temperature: f32,
-    seed: u64,
+    draw: (f32, u64),
+    kind: SamplerKind,
     progress: impl FnMut(usize, usize),
 ) -> Result<Vec<u8>, Error> {
     let len = net.batch * net.config.dims();
     let mut images = vec![0u8; len];
-    complete(
-        net,
-        &mut images,
-        &vec![false; len],
-        temperature,
-        seed,
-        progress,
-    )
-    .await?;
+    complete(net, &mut images, &vec![false; len], draw, kind, progress).await?;
     Ok(images)
 }
 

@@ -9,7 +9,9 @@ use pixelrnn::incremental::IncrementalSampler;
 use pixelrnn::model::{self, init_params, Arch, ModelConfig};
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::ops::LEVELS;
-use pixelrnn::sample::{complete, draw, sample, seed32, uniform01, Completion, DrawOp, Occlusion};
+use pixelrnn::sample::{
+    complete, draw, sample, seed32, uniform01, Completion, DrawOp, Occlusion, SamplerKind,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -198,8 +200,8 @@ fn completion_draws_from_conditionals(arch: Arch) {
         &net,
         &mut images,
         &known,
-        temperature,
-        seed,
+        (temperature, seed),
+        SamplerKind::Fastest,
         |_, _| {},
     ))
     .unwrap();
@@ -226,15 +228,17 @@ fn completion_draws_from_conditionals(arch: Arch) {
 
     // The same seed draws the same images; another seed others. At temperature 0
     // every seed draws the same (most likely) images.
-    let again = pollster::block_on(sample(&net, 1.0, 3, |_, _| {})).unwrap();
-    let same = pollster::block_on(sample(&net, 1.0, 3, |_, _| {})).unwrap();
-    let other = pollster::block_on(sample(&net, 1.0, 4, |_, _| {})).unwrap();
+    let again =
+        pollster::block_on(sample(&net, (1.0, 3), SamplerKind::Fastest, |_, _| {})).unwrap();
+    let same = pollster::block_on(sample(&net, (1.0, 3), SamplerKind::Fastest, |_, _| {})).unwrap();
+    let other =
+        pollster::block_on(sample(&net, (1.0, 4), SamplerKind::Fastest, |_, _| {})).unwrap();
     assert_eq!(again, same);
     assert_ne!(again, other);
-    let cold = pollster::block_on(sample(&net, 0.0, 3, |_, _| {})).unwrap();
+    let cold = pollster::block_on(sample(&net, (0.0, 3), SamplerKind::Fastest, |_, _| {})).unwrap();
     assert_eq!(
         cold,
-        pollster::block_on(sample(&net, 0.0, 5, |_, _| {})).unwrap()
+        pollster::block_on(sample(&net, (0.0, 5), SamplerKind::Fastest, |_, _| {})).unwrap()
     );
 }
 
@@ -253,7 +257,7 @@ fn stepwise_completion_matches_one_go() {
     let params = init_params(&config, 2);
     let g = gpu();
     let net = Network::new(&g, config, 2, &params, Mode::default()).unwrap();
-    let whole = pollster::block_on(sample(&net, 1.0, 9, |_, _| {})).unwrap();
+    let whole = pollster::block_on(sample(&net, (1.0, 9), SamplerKind::Plain, |_, _| {})).unwrap();
 
     let len = 2 * config.dims();
     let mut stepwise = Completion::new(&net, vec![0; len], vec![false; len], 1.0, 9).unwrap();

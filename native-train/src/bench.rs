@@ -6,13 +6,15 @@ use std::time::Instant;
 
 use anyhow::Context;
 use pixelrnn::gpu::{self, Dispatch, Gpu, GpuOptions};
+use pixelrnn::incremental::IncrementalSampler;
 use pixelrnn::model::{self, init_params, Arch, ModelConfig, ParamLayout};
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::ops::Optimizer;
+use pixelrnn::sample::Completion;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::BenchArgs;
+use crate::{BenchArgs, BenchTarget};
 
 /// Median seconds of `reps` runs of `f`, after one warm-up run.
 fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -26,6 +28,18 @@ fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
         .collect();
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
+}
+
+/// The benchmarked model of `arch`: Fashion-MNIST-sized, at the flags' depth and width.
+fn shape(arch: Arch, a: &BenchArgs) -> ModelConfig {
+    ModelConfig {
+        arch,
+        channels: 1,
+        size: 28,
+        layers: a.layers,
+        hidden: a.hidden,
+        out_hidden: a.out_hidden,
+    }
 }
 
 /// Submits `dispatches` in one command buffer and waits for the GPU.
@@ -120,17 +134,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     } else {
         a.model.iter().map(|&m| m.into()).collect()
     };
+    if a.target == BenchTarget::Sample {
+        return sampling(&gpu, &archs, &a);
+    }
     let mut measured = Vec::new();
     for arch in archs {
-        let config = ModelConfig {
-            arch,
-            channels: 1,
-            size: 28,
-            layers: a.layers,
-            hidden: a.hidden,
-            out_hidden: a.out_hidden,
-        };
-        measured.push(measure(&gpu, config, &a)?);
+        measured.push(measure(&gpu, shape(arch, &a), &a)?);
     }
     let torch = match measured.iter().any(|m| m.config.arch == Arch::PixelCnn) {
         true if a.vs_torch => torch_step(&a)?,
@@ -234,6 +243,83 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         println!(
             "PixelCNN GPU step is {:.2}x PyTorch on this CPU",
             t / m.gpu_step
+        );
+    }
+    Ok(())
+}
+
+/// `bench sample`: for each model, milliseconds per image of sampling a batch with the
+/// plain sampler (timed over the first row of sub-pixels; every step costs the same
+/// whole forward pass) and with the incremental one (timed whole), and of one forward
+/// pass of the batch, in one run.
+fn sampling(gpu: &Gpu, archs: &[Arch], a: &BenchArgs) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for &arch in archs {
+        let config = shape(arch, a);
+        config.validate()?;
+        let params = init_params(&config, 0);
+        let net = Network::new(gpu, config, a.batch, &params, Mode::default())?;
+        let dims = config.dims();
+        let blank = vec![0u8; a.batch * dims];
+        let wait = || {
+            gpu.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .expect("device lost");
+        };
+        net.set_images(&blank)?;
+        let forward = median_secs(a.reps, || {
+            net.forward_logits();
+            wait();
+        });
+
+        let steps = config.size * config.channels;
+        let mut plain = Completion::new(&net, blank.clone(), vec![false; blank.len()], 1.0, 0)?;
+        let t = Instant::now();
+        pollster::block_on(plain.advance(&net, steps))?;
+        let naive = t.elapsed().as_secs_f64() / steps as f64 * dims as f64 / a.batch as f64;
+
+        let incremental = if IncrementalSampler::supports(arch) {
+            let mut s =
+                IncrementalSampler::new(&net, blank.clone(), vec![false; blank.len()], 1.0, 0)?;
+            let t = Instant::now();
+            pollster::block_on(s.advance(gpu, dims))?;
+            Some(t.elapsed().as_secs_f64() / a.batch as f64)
+        } else {
+            None
+        };
+        rows.push(serde_json::json!({
+            "model": arch.name(),
+            "batch": a.batch,
+            "naive_ms_per_image": naive * 1e3,
+            "incremental_ms_per_image": incremental.map(|s| s * 1e3),
+            "speedup": incremental.map(|s| naive / s),
+            "forward_ms": forward * 1e3,
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    println!(
+        "sampling a batch of {} 28x28x1 images, {} layers, h = {}, output {} maps",
+        a.batch, a.layers, a.hidden, a.out_hidden
+    );
+    println!(
+        "{:<18} {:>14} {:>14} {:>9} {:>12}",
+        "", "naive ms/img", "incr. ms/img", "speedup", "forward ms"
+    );
+    for r in &rows {
+        let num = |k: &str, p: usize| {
+            r[k].as_f64()
+                .map_or("-".to_string(), |v| format!("{v:.p$}"))
+        };
+        println!(
+            "{:<18} {:>14} {:>14} {:>9} {:>12}",
+            r["model"].as_str().unwrap_or("?"),
+            num("naive_ms_per_image", 1),
+            num("incremental_ms_per_image", 1),
+            num("speedup", 1),
+            num("forward_ms", 2)
         );
     }
     Ok(())

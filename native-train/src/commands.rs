@@ -13,7 +13,7 @@ use pixelrnn::gpu::Gpu;
 use pixelrnn::model::{init_params, ModelConfig};
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::ops::Optimizer;
-use pixelrnn::sample::{self, Occlusion};
+use pixelrnn::sample::{self, Occlusion, SamplerKind};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -407,10 +407,16 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let mut first_row = None;
-    let images = pollster::block_on(sample::sample(&net, a.temperature, a.seed, |d, _| {
-        first_row.get_or_insert_with(|| started.elapsed());
-        progress.set_position(d as u64)
-    }))?;
+    let kind = sampler_kind(a.naive);
+    let images = pollster::block_on(sample::sample(
+        &net,
+        (a.temperature, a.seed),
+        kind,
+        |d, _| {
+            first_row.get_or_insert_with(|| started.elapsed());
+            progress.set_position(d as u64)
+        },
+    ))?;
     let total = started.elapsed();
     progress.finish_and_clear();
     let cells: Vec<&[u8]> = images.chunks(config.dims()).collect();
@@ -425,6 +431,15 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         total.as_secs_f64() * 1e3 / a.count as f64
     );
     Ok(())
+}
+
+/// The plain sampler with `--naive`, else the fastest the model has.
+fn sampler_kind(naive: bool) -> SamplerKind {
+    if naive {
+        SamplerKind::Plain
+    } else {
+        SamplerKind::Fastest
+    }
 }
 
 pub fn complete(a: CompleteArgs) -> anyhow::Result<()> {
@@ -478,8 +493,8 @@ pub fn complete(a: CompleteArgs) -> anyhow::Result<()> {
         &net,
         &mut images,
         &known,
-        a.temperature,
-        a.seed,
+        (a.temperature, a.seed),
+        sampler_kind(a.naive),
         |d, t| {
             progress.set_length(t as u64);
             progress.set_position(d as u64);

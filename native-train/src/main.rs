@@ -31,7 +31,8 @@ enum Command {
     Sample(SampleArgs),
     /// Complete occluded test images: occluded / completions / original per row.
     Complete(CompleteArgs),
-    /// Time a training step of each model on the GPU against the CPU reference.
+    /// Time a training step of each model on the GPU against the CPU reference, or
+    /// (`bench sample`) the plain and the incremental sampler.
     Bench(BenchArgs),
     /// Write a checkpoint's weights alone, without the optimizer state (for the page).
     Export(ExportArgs),
@@ -168,12 +169,16 @@ struct SampleArgs {
     /// Seed of the draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Softmax temperature (1: the model's distribution).
+    /// Softmax temperature (1: the model's distribution; 0: the most likely value).
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
     /// PNG file to write.
     #[arg(long)]
     out: PathBuf,
+    /// Run the whole network once per sub-pixel even where an incremental sampler
+    /// exists (it draws the same images, slower).
+    #[arg(long)]
+    naive: bool,
 }
 
 #[derive(Args, Debug)]
@@ -202,6 +207,10 @@ struct CompleteArgs {
     /// PNG file to write.
     #[arg(long)]
     out: PathBuf,
+    /// Run the whole network once per sub-pixel even where an incremental sampler
+    /// exists (it draws the same images, slower).
+    #[arg(long)]
+    naive: bool,
 }
 
 #[derive(Args, Debug)]
@@ -214,8 +223,20 @@ struct ExportArgs {
     out: PathBuf,
 }
 
+/// What `bench` times.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum BenchTarget {
+    /// A training step of each model.
+    Train,
+    /// Sampling a batch with the plain and the incremental sampler.
+    Sample,
+}
+
 #[derive(Args, Debug)]
 struct BenchArgs {
+    /// What to time.
+    #[arg(value_enum, default_value = "train")]
+    target: BenchTarget,
     /// Architectures to time, in one run (default: all three).
     #[arg(long, value_enum, value_delimiter = ',')]
     model: Vec<Model>,

@@ -233,8 +233,8 @@ fn train_resume_eval_sample_and_complete() {
     assert!(worst < 1e-3, "numpy and pixelrnn differ by {worst} bits");
 
     // The same seed draws the same samples.
-    let sample = |out: &Path| {
-        succeed(&[
+    let sample = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
             "sample",
             "--checkpoint",
             s(&last),
@@ -246,16 +246,18 @@ fn train_resume_eval_sample_and_complete() {
             "0.8",
             "--out",
             s(out),
-        ])
+        ];
+        args.extend(extra);
+        succeed(&args)
     };
     let (one, two) = (dir.path().join("one.png"), dir.path().join("two.png"));
-    sample(&one);
-    sample(&two);
+    sample(&one, &[]);
+    sample(&two, &["--naive"]);
     let samples = image::open(&one).unwrap();
     assert_eq!(
         samples,
         image::open(&two).unwrap(),
-        "same seed, other samples"
+        "same seed, other samples from the incremental and the plain sampler"
     );
     assert_eq!(
         samples.width(),
@@ -628,6 +630,40 @@ fn bench_reports_throughput_of_every_model_and_both_kernel_variants() {
             let step = m["gpu_step_s"].as_f64().unwrap();
             let rate = m["gpu_images_per_s"].as_f64().unwrap();
             assert!((step * rate - 2.0).abs() < 1e-6, "{m}");
+        }
+    }
+}
+
+/// `bench sample --json` prints one list with each model's plain and incremental
+/// sampling time per image (the incremental one where the model has it).
+#[test]
+fn bench_sample_reports_both_samplers() {
+    let out = succeed(&[
+        "bench",
+        "sample",
+        "--layers",
+        "1",
+        "--hidden",
+        "8",
+        "--out-hidden",
+        "8",
+        "--batch",
+        "2",
+        "--reps",
+        "1",
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let rows = json.as_array().expect("a list");
+    let names: Vec<_> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pixelcnn", "row-lstm", "diag-bilstm"]);
+    for r in rows {
+        let naive = r["naive_ms_per_image"].as_f64().unwrap();
+        assert!(naive.is_finite() && naive > 0.0, "{r}");
+        let incremental = r["incremental_ms_per_image"].as_f64();
+        assert_eq!(incremental.is_some(), r["model"] == "pixelcnn", "{r}");
+        if let Some(v) = incremental {
+            assert!(v.is_finite() && v > 0.0, "{r}");
         }
     }
 }
