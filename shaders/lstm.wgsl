@@ -15,7 +15,7 @@ struct ScanParams {
     step: u32,
     taps: u32,
     tap0: i32,
-    _pad: u32,
+    channels: u32,
 }
 
 @group(0) @binding(0) var<uniform> sp: ScanParams;
@@ -30,6 +30,8 @@ struct ScanParams {
 @group(0) @binding(9) var<storage, read_write> dc: array<f32>;           // [B, S, L, n]
 @group(0) @binding(10) var<storage, read_write> dkss: array<vec4<f32>>;  // [T, n, n]
 @group(0) @binding(11) var<storage, read_write> dinit: array<f32>;       // [2, n]
+@group(0) @binding(12) var<storage, read> order: array<u32>;             // sampler steps
+@group(0) @binding(13) var<storage, read> cursor: array<u32>;            // [1]
 
 fn flat(gid: vec3<u32>) -> u32 {
     return gid.x + gid.y * 65535u * 64u;
@@ -72,20 +74,10 @@ fn c_before(b: u32, s: u32, l: u32, k: u32) -> f32 {
     return c[at(b, s - 1u, l) * sp.hidden + k];
 }
 
-// Invocation (b, l, k): z = pre + K^ss ⊛ h_{s-1}; c_s = f c_{s-1} + i g;
-// h_s = o tanh(c_s). Grid: B L n invocations.
-@compute @workgroup_size(64)
-fn lstm_step(@builtin(global_invocation_id) gid: vec3<u32>) {
+// State channel k of position l of step s of image b: z = pre + K^ss ⊛ h_{s-1};
+// c_s = f c_{s-1} + i g; h_s = o tanh(c_s).
+fn step_at(b: u32, s: u32, l: u32, k: u32) {
     let n = sp.hidden;
-    let i = flat(gid);
-    if i >= sp.batch * sp.len * n {
-        return;
-    }
-    let v = step_invocation(i);
-    let b = v.x;
-    let l = v.y;
-    let k = v.z;
-    let s = sp.step;
     let p = at(b, s, l) * n + k;
 
     var z = pre[p];
@@ -106,6 +98,30 @@ fn lstm_step(@builtin(global_invocation_id) gid: vec3<u32>) {
     gates[p] = vec4<f32>(ifo, g);
     c[p] = cs;
     h[p] = ifo.z * tanh(cs);
+}
+
+// Invocation (b, l, k) of step `sp.step`. Grid: B L n invocations.
+@compute @workgroup_size(64)
+fn lstm_step(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = flat(gid);
+    if i >= sp.batch * sp.len * sp.hidden {
+        return;
+    }
+    let v = step_invocation(i);
+    step_at(v.x, sp.step, v.y, v.z);
+}
+
+// Invocation (b, k) of the Row LSTM's one position under the sampling cursor: row
+// s, column l of the pixel of sub-pixel order[cursor] (`channels` per pixel).
+// Grid: B n invocations.
+@compute @workgroup_size(64)
+fn lstm_row_step_at(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = flat(gid);
+    if i >= sp.batch * sp.hidden {
+        return;
+    }
+    let pixel = order[cursor[0]] / sp.channels;
+    step_at(i / sp.hidden, pixel / sp.len, pixel % sp.len, i % sp.hidden);
 }
 
 // Invocation (b, l, k) of step s backward: dh_s is dh plus what step s + 1 sent back

@@ -10,6 +10,7 @@
 
 use crate::conv::ConvLayout;
 use crate::gpu::{self, Dispatch, Gpu, View};
+use crate::lstm::{self, ScanBuffers};
 use crate::model::{Arch, Block};
 use crate::network::Network;
 use crate::ops::LEVELS;
@@ -35,7 +36,7 @@ struct AtParams {
     _pad: [u32; 3],
 }
 
-/// A batch of images filled in by the incremental sampler (PixelCNN).
+/// A batch of images filled in by the incremental sampler (PixelCNN and Row LSTM).
 #[derive(Debug)]
 pub struct IncrementalSampler {
     step: Vec<Dispatch>,
@@ -48,7 +49,7 @@ pub struct IncrementalSampler {
 impl IncrementalSampler {
     /// Whether `arch` has an incremental step.
     pub fn supports(arch: Arch) -> bool {
-        arch == Arch::PixelCnn
+        matches!(arch, Arch::PixelCnn | Arch::RowLstm)
     }
 
     /// Starts filling every sub-pixel of `images` (`[batch, H, W, C]`) whose `known`
@@ -63,7 +64,7 @@ impl IncrementalSampler {
     ) -> Result<Self, Error> {
         let config = net.config;
         if !Self::supports(config.arch) {
-            // TODO(#5): the Row LSTM's and Diagonal BiLSTM's incremental steps.
+            // TODO(#5): the Diagonal BiLSTM's incremental step.
             return Err(Error::Config(format!(
                 "incremental sampling of {} is not implemented yet",
                 config.arch
@@ -112,15 +113,51 @@ impl IncrementalSampler {
         let mut step = Vec::new();
         let mut stream = maps("h0", 2 * h);
         step.push(at(0, &x, &stream, false, None));
+        let param = |offset: usize, len: usize| View {
+            buffer: net.params.clone(),
+            offset,
+            len,
+        };
+        let cursor = (&View::whole(&op.order), &View::whole(&op.cursor));
         for block in &layout.blocks {
-            let &Block::Conv([c1, c2, c3]) = block else {
-                unreachable!("a PixelCNN has convolution blocks");
-            };
-            let (b1, b2) = (maps("b1", h), maps("b2", h));
             let next = maps("h", 2 * h);
-            step.push(at(c1, &stream, &b1, true, None));
-            step.push(at(c2, &b1, &b2, true, None));
-            step.push(at(c3, &b2, &next, true, Some(&stream)));
+            match block {
+                // The three convolutions of a PixelCNN block at the pixel.
+                &Block::Conv([c1, c2, c3]) => {
+                    let (b1, b2) = (maps("b1", h), maps("b2", h));
+                    step.push(at(c1, &stream, &b1, true, None));
+                    step.push(at(c2, &b1, &b2, true, None));
+                    step.push(at(c3, &b2, &next, true, Some(&stream)));
+                }
+                // A Row LSTM layer: its input-to-state convolution, the LSTM step and
+                // K^out at the pixel; the states of the rows above are already there.
+                Block::Recurrent { dirs, out } => {
+                    let layer = config.rnn_layer(batch).expect("a recurrent model");
+                    let d = dirs[0];
+                    let (kss, init) = (&layout.vectors[d.kss], &layout.vectors[d.init]);
+                    let (pre, gates) = (maps("pre", 4 * h), maps("gates", 4 * h));
+                    let (c, states) = (maps("c", h), maps("states", h));
+                    step.push(at(d.kis, &stream, &pre, false, None));
+                    let buffers = ScanBuffers {
+                        pre: &pre,
+                        kss: &param(kss.offset, kss.len),
+                        init: &param(init.offset, init.len),
+                        gates: &gates,
+                        c: &c,
+                        h: &states,
+                        grads: None,
+                    };
+                    let scan = layer.scan();
+                    step.push(lstm::row_step_at_cursor(
+                        gpu,
+                        &scan,
+                        &buffers,
+                        cursor,
+                        config.channels,
+                    ));
+                    step.push(at(*out, &states, &next, false, Some(&stream)));
+                }
+            }
             stream = next;
         }
         let n = layout.convs.len();

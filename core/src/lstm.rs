@@ -69,7 +69,7 @@ struct ScanParams {
     step: u32,
     taps: u32,
     tap0: i32,
-    _pad: u32,
+    channels: u32,
 }
 
 /// The buffers of one scan on the GPU, in the layouts of the module docs.
@@ -135,7 +135,7 @@ impl ScanOp {
                     step: step as u32,
                     taps: taps.len() as u32,
                     tap0: taps[0] as i32,
-                    _pad: 0,
+                    channels: 0,
                 },
             )
         };
@@ -190,6 +190,48 @@ impl ScanOp {
         }
         Self { forward, backward }
     }
+}
+
+/// The Row LSTM's step at one position, that of the sampling cursor: the pixel of
+/// sub-pixel `order[cursor]` of images with `channels` colours, over the forward
+/// buffers of `b` (gradients unused). `sc` is the scan over the image's rows.
+pub fn row_step_at_cursor(
+    gpu: &Gpu,
+    sc: &Scan,
+    b: &ScanBuffers<'_>,
+    (order, cursor): (&View, &View),
+    channels: usize,
+) -> Dispatch {
+    let params = gpu.uniform(
+        "scan at",
+        &ScanParams {
+            batch: sc.batch as u32,
+            steps: sc.steps as u32,
+            len: sc.len as u32,
+            hidden: sc.hidden as u32,
+            step: 0,
+            taps: ROW_TAPS.len() as u32,
+            tap0: ROW_TAPS[0] as i32,
+            channels: channels as u32,
+        },
+    );
+    let views = [
+        (1, b.pre),
+        (2, b.kss),
+        (3, b.init),
+        (4, b.gates),
+        (5, b.c),
+        (6, b.h),
+        (12, order),
+        (13, cursor),
+    ];
+    Dispatch::new(
+        gpu,
+        &gpu.kernels.lstm_row_step_at,
+        &params,
+        &views,
+        grid_1d(sc.batch * sc.hidden, 64),
+    )
 }
 
 /// The logistic function σ.

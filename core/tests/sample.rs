@@ -6,7 +6,7 @@ mod common;
 use common::{bytes, gpu, rng};
 use pixelrnn::gpu::{submit, View};
 use pixelrnn::incremental::IncrementalSampler;
-use pixelrnn::model::{self, init_params, Arch, ModelConfig};
+use pixelrnn::model::{self, init_params, Arch, ModelConfig, ParamLayout};
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::ops::LEVELS;
 use pixelrnn::sample::{
@@ -272,21 +272,32 @@ fn stepwise_completion_matches_one_go() {
 }
 
 /// For the same weights, seed and temperature, the incremental sampler draws exactly
-/// the images the plain one draws, grey and RGB, sampling and completing a hole
-/// (with known sub-pixels after it).
+/// the images the plain one draws, for every model it supports (PixelCNN and the Row
+/// LSTM), grey and RGB, sampling and completing a hole (with known sub-pixels after
+/// it).
 #[test]
 fn incremental_sampler_matches_the_plain_one() {
     let g = gpu();
-    for channels in [1, 3] {
+    let archs = Arch::ALL
+        .into_iter()
+        .filter(|&a| IncrementalSampler::supports(a));
+    for (arch, channels) in archs.flat_map(|a| [(a, 1), (a, 3)]) {
         let config = ModelConfig {
-            arch: Arch::PixelCnn,
+            arch,
             channels,
             size: 6,
             layers: 2,
             hidden: 12,
             out_hidden: 16,
         };
-        let params = init_params(&config, 4);
+        // Non-zero initial LSTM states, so that the first row's steps read them.
+        let mut params = init_params(&config, 4);
+        let layout = ParamLayout::new(&config);
+        for v in 0..layout.vectors.len() {
+            for (j, x) in layout.vector_mut(&mut params, v).iter_mut().enumerate() {
+                *x += 0.05 * ((j % 7) as f32 - 3.0);
+            }
+        }
         let batch = 3;
         let dims = config.dims();
         let net = Network::new(&g, config, batch, &params, Mode::default()).unwrap();
@@ -319,7 +330,7 @@ fn incremental_sampler_matches_the_plain_one() {
                 assert_eq!(
                     differ,
                     0,
-                    "C = {channels}, T = {temperature}, {} known: {differ} sub-pixels differ",
+                    "{arch}, C = {channels}, T = {temperature}, {} known: {differ} sub-pixels differ",
                     known.iter().filter(|&&k| k).count()
                 );
                 for (i, (&v, &k)) in got.iter().zip(&known).enumerate() {
