@@ -335,7 +335,7 @@ async function complete() {
       const finished = await sampler.advance(channels);
       const now = sampler.images();
       canvases.forEach((c, i) => draw(c, now.subarray(i * dims, (i + 1) * dims), size, channels));
-      status.textContent = `pixel ${sampler.done() / channels} of ${sampler.total() / channels} hidden`;
+      status.textContent = `pixel ${sampler.done() / channels} of ${sampler.total() / channels}`;
       if (finished) break;
     }
   } finally {

@@ -13,7 +13,7 @@ use pixelrnn::data::from_dynamic;
 use pixelrnn::gpu::Gpu;
 use pixelrnn::model::ModelConfig;
 use pixelrnn::network::{Mode, Network};
-use pixelrnn::sample::Completion;
+use pixelrnn::sample::{self, SamplerKind};
 use wasm_bindgen::prelude::*;
 
 /// Turns library errors into JavaScript `Error`s carrying the same one-line message.
@@ -121,7 +121,9 @@ impl Model {
     ) -> Result<Sampler, JsError> {
         let net = network(&self.gpu, &self.checkpoint, count.max(1))?;
         let known = known.iter().map(|&k| k != 0).collect();
-        let completion = Completion::new(&net, images, known, temperature, seed).map_err(js)?;
+        let draw = (temperature, seed);
+        let completion =
+            sample::Sampler::new(&net, images, known, draw, SamplerKind::Fastest).map_err(js)?;
         Ok(Sampler { net, completion })
     }
 }
@@ -143,16 +145,17 @@ fn network(gpu: &Gpu, checkpoint: &Checkpoint, batch: usize) -> Result<Network, 
     .map_err(js)
 }
 
-/// Images being drawn sub-pixel by sub-pixel in raster order.
+/// Images being drawn sub-pixel by sub-pixel in raster order, with the incremental
+/// sampler where the model has one.
 #[wasm_bindgen]
 pub struct Sampler {
     net: Network,
-    completion: Completion,
+    completion: sample::Sampler,
 }
 
 #[wasm_bindgen]
 impl Sampler {
-    /// Draws up to `positions` more sub-pixel positions of every image; resolves to
+    /// Runs up to `positions` more sub-pixel steps of every image; resolves to
     /// whether the images are finished.
     pub async fn advance(&mut self, positions: usize) -> Result<bool, JsError> {
         self.completion
@@ -166,12 +169,12 @@ impl Sampler {
         self.completion.images().to_vec()
     }
 
-    /// Sub-pixel positions drawn so far.
+    /// Sub-pixel steps taken so far.
     pub fn done(&self) -> usize {
         self.completion.progress().0
     }
 
-    /// Sub-pixel positions to draw in all.
+    /// Sub-pixel steps in all.
     pub fn total(&self) -> usize {
         self.completion.progress().1
     }
