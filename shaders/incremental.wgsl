@@ -84,3 +84,44 @@ fn conv_at(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     y[at] = acc;
 }
+
+struct SumParams {
+    batch: u32,
+    height: u32,
+    width: u32,
+    hidden: u32,
+    channels: u32,
+    steps: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> sm: SumParams;
+@group(0) @binding(1) var<storage, read> lr: array<f32>;             // [B, S, H, n] skewed
+@group(0) @binding(2) var<storage, read> rl: array<f32>;             // [B, S, H, n] skewed
+@group(0) @binding(3) var<storage, read_write> states: array<f32>;   // [B, H W, n]
+@group(0) @binding(8) var<storage, read> sum_order: array<u32>;      // [steps]
+@group(0) @binding(9) var<storage, read> sum_cursor: array<u32>;     // [1]
+
+// Invocation (b, k): the Diagonal BiLSTM's states at the cursor's pixel (r, q), the
+// left-to-right state at skewed (r + q, r) plus the right-to-left state of the pixel
+// above, (r - 1, q), at skewed (r - 1 + W - 1 - q, r - 1) (zero on the first row).
+@compute @workgroup_size(64)
+fn diag_sum_at(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let e = gid.x + gid.y * 65535u * 64u;
+    if e >= sm.batch * sm.hidden || sum_cursor[0] >= sm.steps {
+        return;
+    }
+    let b = e / sm.hidden;
+    let k = e % sm.hidden;
+    let pixel = sum_order[sum_cursor[0]] / sm.channels;
+    let r = pixel / sm.width;
+    let q = pixel % sm.width;
+    let steps = sm.height + sm.width - 1u;
+    var v = lr[((b * steps + r + q) * sm.height + r) * sm.hidden + k];
+    if r > 0u {
+        let s = r - 1u + sm.width - 1u - q;
+        v += rl[((b * steps + s) * sm.height + r - 1u) * sm.hidden + k];
+    }
+    states[(b * sm.height * sm.width + pixel) * sm.hidden + k] = v;
+}

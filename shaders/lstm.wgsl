@@ -74,13 +74,13 @@ fn c_before(b: u32, s: u32, l: u32, k: u32) -> f32 {
     return c[at(b, s - 1u, l) * sp.hidden + k];
 }
 
-// State channel k of position l of step s of image b: z = pre + K^ss ⊛ h_{s-1};
+// State channel k of position l of step s of image b: z = pre[e] + K^ss ⊛ h_{s-1};
 // c_s = f c_{s-1} + i g; h_s = o tanh(c_s).
-fn step_at(b: u32, s: u32, l: u32, k: u32) {
+fn step_at(b: u32, s: u32, l: u32, k: u32, e: u32) {
     let n = sp.hidden;
     let p = at(b, s, l) * n + k;
 
-    var z = pre[p];
+    var z = pre[e];
     for (var t = 0u; t < sp.taps; t++) {
         let q = tapped(l, t);
         if q < 0 {
@@ -108,7 +108,7 @@ fn lstm_step(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let v = step_invocation(i);
-    step_at(v.x, sp.step, v.y, v.z);
+    step_at(v.x, sp.step, v.y, v.z, at(v.x, sp.step, v.y) * sp.hidden + v.z);
 }
 
 // Invocation (b, k) of the Row LSTM's one position under the sampling cursor: row
@@ -121,7 +121,48 @@ fn lstm_row_step_at(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let pixel = order[cursor[0]] / sp.channels;
-    step_at(i / sp.hidden, pixel / sp.len, pixel % sp.len, i % sp.hidden);
+    let b = i / sp.hidden;
+    let k = i % sp.hidden;
+    let s = pixel / sp.len;
+    let l = pixel % sp.len;
+    step_at(b, s, l, k, at(b, s, l) * sp.hidden + k);
+}
+
+// Invocation (b, k) of the Diagonal BiLSTM's left-to-right direction at the sampling
+// cursor's pixel (r, q): position r of skewed step r + q. Its pre-activations are read
+// from the image-layout map [B, H W, n]. Grid: B n invocations.
+@compute @workgroup_size(64)
+fn lstm_diag_step_at(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = flat(gid);
+    if i >= sp.batch * sp.hidden {
+        return;
+    }
+    let width = sp.steps - sp.len + 1u;
+    let pixel = order[cursor[0]] / sp.channels;
+    let r = pixel / width;
+    let b = i / sp.hidden;
+    let k = i % sp.hidden;
+    let e = (b * sp.len * width + pixel) * sp.hidden + k;
+    step_at(b, r + pixel % width, r, k, e);
+}
+
+// Invocation (b, k) of the right-to-left direction at mirrored column m = `sp.step`
+// of the row above the cursor's pixel (run once that row is finished, for m = 0, 1,
+// ..., W - 1): image column W - 1 - m, position r of skewed step r + m.
+@compute @workgroup_size(64)
+fn lstm_diag_rl_step_at(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = flat(gid);
+    let width = sp.steps - sp.len + 1u;
+    let pixel = order[cursor[0]] / sp.channels;
+    if i >= sp.batch * sp.hidden || pixel < width {
+        return;
+    }
+    let r = pixel / width - 1u;
+    let m = sp.step;
+    let b = i / sp.hidden;
+    let k = i % sp.hidden;
+    let e = (b * sp.len * width + r * width + width - 1u - m) * sp.hidden + k;
+    step_at(b, r + m, r, k, e);
 }
 
 // Invocation (b, l, k) of step s backward: dh_s is dh plus what step s + 1 sent back

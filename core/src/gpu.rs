@@ -72,6 +72,8 @@ pub struct Kernels {
     pub(crate) adam: wgpu::ComputePipeline,
     pub(crate) lstm_step: wgpu::ComputePipeline,
     pub(crate) lstm_row_step_at: wgpu::ComputePipeline,
+    pub(crate) lstm_diag_step_at: wgpu::ComputePipeline,
+    pub(crate) lstm_diag_rl_step_at: wgpu::ComputePipeline,
     pub(crate) lstm_step_backward: wgpu::ComputePipeline,
     pub(crate) lstm_kss_grad: wgpu::ComputePipeline,
     pub(crate) lstm_init_grad: wgpu::ComputePipeline,
@@ -80,6 +82,7 @@ pub struct Kernels {
     pub(crate) draw: wgpu::ComputePipeline,
     pub(crate) advance: wgpu::ComputePipeline,
     pub(crate) conv_at: wgpu::ComputePipeline,
+    pub(crate) diag_sum_at: wgpu::ComputePipeline,
 }
 
 /// A device, its queue and the compiled kernels. Cheap to clone.
@@ -343,6 +346,8 @@ impl Kernels {
             adam: pipeline(&optim, "adam"),
             lstm_step: pipeline(&lstm, "lstm_step"),
             lstm_row_step_at: pipeline(&lstm, "lstm_row_step_at"),
+            lstm_diag_step_at: pipeline(&lstm, "lstm_diag_step_at"),
+            lstm_diag_rl_step_at: pipeline(&lstm, "lstm_diag_rl_step_at"),
             lstm_step_backward: pipeline(&lstm, "lstm_step_backward"),
             lstm_kss_grad: pipeline(&lstm, "lstm_kss_grad"),
             lstm_init_grad: pipeline(&lstm, "lstm_init_grad"),
@@ -351,6 +356,7 @@ impl Kernels {
             draw: pipeline(&sample, "draw"),
             advance: pipeline(&sample, "advance"),
             conv_at: pipeline(&incremental, "conv_at"),
+            diag_sum_at: pipeline(&incremental, "diag_sum_at"),
         }
     }
 }

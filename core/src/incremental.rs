@@ -10,10 +10,11 @@
 
 use crate::conv::ConvLayout;
 use crate::gpu::{self, Dispatch, Gpu, View};
-use crate::lstm::{self, ScanBuffers};
-use crate::model::{Arch, Block};
+use crate::lstm::{self, ScanBuffers, ScanOp, StepAt};
+use crate::model::Block;
 use crate::network::Network;
 use crate::ops::LEVELS;
+use crate::rnn::Kind;
 use crate::sample::DrawOp;
 use crate::Error;
 
@@ -36,10 +37,16 @@ struct AtParams {
     _pad: [u32; 3],
 }
 
-/// A batch of images filled in by the incremental sampler (PixelCNN and Row LSTM).
+/// A batch of images filled in by the incremental sampler.
 #[derive(Debug)]
 pub struct IncrementalSampler {
+    /// The launches of one step.
     step: Vec<Dispatch>,
+    /// What runs before the first step of each row but the first: the Diagonal
+    /// BiLSTM's right-to-left direction along the finished row above.
+    row_start: Vec<Dispatch>,
+    /// Steps per image row.
+    row: usize,
     op: DrawOp,
     images: Vec<u8>,
     steps: usize,
@@ -47,11 +54,6 @@ pub struct IncrementalSampler {
 }
 
 impl IncrementalSampler {
-    /// Whether `arch` has an incremental step.
-    pub fn supports(arch: Arch) -> bool {
-        matches!(arch, Arch::PixelCnn | Arch::RowLstm)
-    }
-
     /// Starts filling every sub-pixel of `images` (`[batch, H, W, C]`) whose `known`
     /// entry is false, with `net`'s parameters; known sub-pixels stay and condition
     /// what follows them.
@@ -63,13 +65,6 @@ impl IncrementalSampler {
         seed: u64,
     ) -> Result<Self, Error> {
         let config = net.config;
-        if !Self::supports(config.arch) {
-            // TODO(#5): the Diagonal BiLSTM's incremental step.
-            return Err(Error::Config(format!(
-                "incremental sampling of {} is not implemented yet",
-                config.arch
-            )));
-        }
         let gpu = net.gpu();
         let dims = config.dims();
         let batch = net.batch;
@@ -111,6 +106,8 @@ impl IncrementalSampler {
         let layout = &net.layout;
         let h = config.hidden;
         let mut step = Vec::new();
+        let mut row_start = Vec::new();
+        let mut prepare = Vec::new();
         let mut stream = maps("h0", 2 * h);
         step.push(at(0, &x, &stream, false, None));
         let param = |offset: usize, len: usize| View {
@@ -129,32 +126,68 @@ impl IncrementalSampler {
                     step.push(at(c2, &b1, &b2, true, None));
                     step.push(at(c3, &b2, &next, true, Some(&stream)));
                 }
-                // A Row LSTM layer: its input-to-state convolution, the LSTM step and
-                // K^out at the pixel; the states of the rows above are already there.
+                // A recurrent layer: each direction's input-to-state convolution at
+                // the pixel, the LSTM there (for the Diagonal BiLSTM's right-to-left
+                // direction: along the row above, once it is finished), and K^out.
                 Block::Recurrent { dirs, out } => {
                     let layer = config.rnn_layer(batch).expect("a recurrent model");
-                    let d = dirs[0];
-                    let (kss, init) = (&layout.vectors[d.kss], &layout.vectors[d.init]);
-                    let (pre, gates) = (maps("pre", 4 * h), maps("gates", 4 * h));
-                    let (c, states) = (maps("c", h), maps("states", h));
-                    step.push(at(d.kis, &stream, &pre, false, None));
-                    let buffers = ScanBuffers {
-                        pre: &pre,
-                        kss: &param(kss.offset, kss.len),
-                        init: &param(init.offset, init.len),
-                        gates: &gates,
-                        c: &c,
-                        h: &states,
-                        grads: None,
-                    };
                     let scan = layer.scan();
-                    step.push(lstm::row_step_at_cursor(
-                        gpu,
-                        &scan,
-                        &buffers,
-                        cursor,
-                        config.channels,
-                    ));
+                    let skewed = |label: &str, ch: usize| {
+                        View::whole(&gpu.zeros(label, scan.positions() * ch))
+                    };
+                    let states = maps("states", h);
+                    let mut skewed_states = Vec::new();
+                    for (d, dir) in dirs.iter().enumerate() {
+                        let (kss, init) = (&layout.vectors[dir.kss], &layout.vectors[dir.init]);
+                        let (kss, init) =
+                            (param(kss.offset, kss.len), param(init.offset, init.len));
+                        let pre = maps("pre", 4 * h);
+                        step.push(at(dir.kis, &stream, &pre, false, None));
+                        let (gates, c, hs) = match layer.kind {
+                            Kind::Row => (maps("gates", 4 * h), maps("c", h), states.clone()),
+                            Kind::Diagonal => {
+                                (skewed("gates", 4 * h), skewed("c", h), skewed("h", h))
+                            }
+                        };
+                        let buffers = |pre| ScanBuffers {
+                            pre,
+                            kss: &kss,
+                            init: &init,
+                            gates: &gates,
+                            c: &c,
+                            h: &hs,
+                            grads: None,
+                        };
+                        let on = |at| {
+                            lstm::step_at_cursor(
+                                gpu,
+                                &scan,
+                                at,
+                                &buffers(&pre),
+                                cursor,
+                                config.channels,
+                            )
+                        };
+                        match (layer.kind, d) {
+                            (Kind::Row, _) => step.push(on(StepAt::Row)),
+                            (Kind::Diagonal, 0) => step.push(on(StepAt::Diagonal)),
+                            (Kind::Diagonal, _) => {
+                                row_start
+                                    .extend((0..config.size).map(|m| on(StepAt::RightToLeft(m))));
+                            }
+                        }
+                        if layer.kind == Kind::Diagonal {
+                            // The states off the image depend on no pixel: the whole scan
+                            // over zero pre-activations gives them once.
+                            let zero = skewed("zero pre", 4 * h);
+                            let taps = layer.kind.taps();
+                            prepare.extend(ScanOp::new(gpu, &scan, taps, &buffers(&zero)).forward);
+                            skewed_states.push(hs);
+                        }
+                    }
+                    if let [lr, rl] = &skewed_states[..] {
+                        step.push(diag_sum_at(net, lr, rl, &states, &op));
+                    }
                     step.push(at(*out, &states, &next, false, Some(&stream)));
                 }
             }
@@ -166,9 +199,12 @@ impl IncrementalSampler {
         step.push(at(n - 1, &o1, &logits, true, None));
         step.push(op.draw.clone());
         step.push(op.advance.clone());
+        gpu::submit(gpu, &[&prepare]);
 
         Ok(Self {
             step,
+            row_start,
+            row: config.size * config.channels,
             op,
             images,
             steps: order.len(),
@@ -180,7 +216,13 @@ impl IncrementalSampler {
     /// back; returns whether every sub-pixel is now drawn.
     pub async fn advance(&mut self, gpu: &Gpu, steps: usize) -> Result<bool, Error> {
         let steps = steps.min(self.steps - self.done);
-        let all: Vec<&[Dispatch]> = (0..steps).map(|_| self.step.as_slice()).collect();
+        let mut all: Vec<&[Dispatch]> = Vec::new();
+        for i in self.done..self.done + steps {
+            if i > 0 && i.is_multiple_of(self.row) {
+                all.push(&self.row_start);
+            }
+            all.push(&self.step);
+        }
         gpu::submit(gpu, &all);
         self.done += steps;
         self.images = self.op.read_images(gpu).await?;
@@ -264,5 +306,47 @@ fn conv_at(
         &gpu.uniform("conv at", &params),
         &views,
         gpu::grid_1d(net.batch * s.out_ch / 4, 64),
+    )
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SumParams {
+    batch: u32,
+    height: u32,
+    width: u32,
+    hidden: u32,
+    channels: u32,
+    steps: u32,
+    _pad: [u32; 2],
+}
+
+/// The Diagonal BiLSTM's states at the cursor's pixel: the left-to-right state there
+/// plus the right-to-left state of the pixel above, from the skewed maps `lr`, `rl`.
+fn diag_sum_at(net: &Network, lr: &View, rl: &View, states: &View, op: &DrawOp) -> Dispatch {
+    let gpu = net.gpu();
+    let config = net.config;
+    let params = SumParams {
+        batch: net.batch as u32,
+        height: config.size as u32,
+        width: config.size as u32,
+        hidden: config.hidden as u32,
+        channels: config.channels as u32,
+        steps: config.dims() as u32,
+        _pad: [0; 2],
+    };
+    let views = [
+        (1, lr),
+        (2, rl),
+        (3, states),
+        (8, &View::whole(&op.order)),
+        (9, &View::whole(&op.cursor)),
+    ];
+    Dispatch::new(
+        gpu,
+        &gpu.kernels.diag_sum_at,
+        &gpu.uniform("diag sum at", &params),
+        &views,
+        gpu::grid_1d(net.batch * config.hidden, 64),
     )
 }

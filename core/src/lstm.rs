@@ -192,16 +192,35 @@ impl ScanOp {
     }
 }
 
-/// The Row LSTM's step at one position, that of the sampling cursor: the pixel of
-/// sub-pixel `order[cursor]` of images with `channels` colours, over the forward
-/// buffers of `b` (gradients unused). `sc` is the scan over the image's rows.
-pub fn row_step_at_cursor(
+/// Where a sampler's one-position LSTM step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepAt {
+    /// The Row LSTM at the cursor's pixel.
+    Row,
+    /// The Diagonal BiLSTM's left-to-right direction at the cursor's pixel.
+    Diagonal,
+    /// The Diagonal BiLSTM's right-to-left direction at this mirrored column of the
+    /// row above the cursor's pixel.
+    RightToLeft(usize),
+}
+
+/// One LSTM position for a sampler, over the forward buffers of `b` (gradients
+/// unused): the pixel of sub-pixel `order[cursor]` of images with `channels` colours,
+/// or the row above it (see [`StepAt`]). `sc` is the layer's whole scan; `b.pre` is in
+/// image layout `[B, H, W, n, 4]`.
+pub fn step_at_cursor(
     gpu: &Gpu,
     sc: &Scan,
+    at: StepAt,
     b: &ScanBuffers<'_>,
     (order, cursor): (&View, &View),
     channels: usize,
 ) -> Dispatch {
+    let (kernel, taps, column): (_, &[isize], usize) = match at {
+        StepAt::Row => (&gpu.kernels.lstm_row_step_at, &ROW_TAPS, 0),
+        StepAt::Diagonal => (&gpu.kernels.lstm_diag_step_at, &DIAGONAL_TAPS, 0),
+        StepAt::RightToLeft(m) => (&gpu.kernels.lstm_diag_rl_step_at, &DIAGONAL_TAPS, m),
+    };
     let params = gpu.uniform(
         "scan at",
         &ScanParams {
@@ -209,9 +228,9 @@ pub fn row_step_at_cursor(
             steps: sc.steps as u32,
             len: sc.len as u32,
             hidden: sc.hidden as u32,
-            step: 0,
-            taps: ROW_TAPS.len() as u32,
-            tap0: ROW_TAPS[0] as i32,
+            step: column as u32,
+            taps: taps.len() as u32,
+            tap0: taps[0] as i32,
             channels: channels as u32,
         },
     );
@@ -227,7 +246,7 @@ pub fn row_step_at_cursor(
     ];
     Dispatch::new(
         gpu,
-        &gpu.kernels.lstm_row_step_at,
+        kernel,
         &params,
         &views,
         grid_1d(sc.batch * sc.hidden, 64),

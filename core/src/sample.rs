@@ -258,10 +258,10 @@ impl Completion {
 pub enum SamplerKind {
     /// The whole network once per sub-pixel ([`Completion`]).
     Plain,
-    /// Only the new pixel per sub-pixel ([`IncrementalSampler`]) where the model has
-    /// an incremental step, else the plain one.
+    /// Only the new pixel per sub-pixel ([`IncrementalSampler`]): the same images,
+    /// far less work.
     #[default]
-    Fastest,
+    Incremental,
 }
 
 /// A running sampler of either kind.
@@ -283,7 +283,7 @@ impl Sampler {
         (temperature, seed): (f32, u64),
         kind: SamplerKind,
     ) -> Result<Self, Error> {
-        if kind == SamplerKind::Fastest && IncrementalSampler::supports(net.config.arch) {
+        if kind == SamplerKind::Incremental {
             let s = IncrementalSampler::new(net, images, known, temperature, seed)?;
             return Ok(Self::Incremental(s));
         }

@@ -438,7 +438,7 @@ fn sampler_kind(naive: bool) -> SamplerKind {
     if naive {
         SamplerKind::Plain
     } else {
-        SamplerKind::Fastest
+        SamplerKind::Incremental
     }
 }
 

@@ -122,8 +122,8 @@ impl Model {
         let net = network(&self.gpu, &self.checkpoint, count.max(1))?;
         let known = known.iter().map(|&k| k != 0).collect();
         let draw = (temperature, seed);
-        let completion =
-            sample::Sampler::new(&net, images, known, draw, SamplerKind::Fastest).map_err(js)?;
+        let completion = sample::Sampler::new(&net, images, known, draw, SamplerKind::Incremental)
+            .map_err(js)?;
         Ok(Sampler { net, completion })
     }
 }
