@@ -502,11 +502,32 @@ pub fn complete(a: CompleteArgs) -> anyhow::Result<()> {
     ))?;
     progress.finish_and_clear();
 
+    // With --rank, each image's completions in order of the model's NLL of the whole
+    // completed image: the known pixels after the hole count too, which the raster
+    // order could not use while drawing.
+    let mut order: Vec<usize> = (0..a.count * a.completions).collect();
+    if a.rank {
+        let nll = pollster::block_on(net.nll_of(&images, |_, _| {}))?;
+        let bits: Vec<f64> = nll
+            .chunks(dims)
+            .map(|c| bits(c.iter().map(|&v| v as f64).sum::<f64>() / dims as f64))
+            .collect();
+        for (r, &i) in picks.iter().enumerate() {
+            let row = &mut order[r * a.completions..][..a.completions];
+            row.sort_by(|&x, &y| bits[x].total_cmp(&bits[y]));
+            let ranked: Vec<String> = row.iter().map(|&c| format!("{:.4}", bits[c])).collect();
+            println!(
+                "test image {i}: completions at {} bits/dim",
+                ranked.join(", ")
+            );
+        }
+    }
+
     let mut rows: Vec<Vec<u8>> = Vec::new();
     for (r, &i) in picks.iter().enumerate() {
         rows.push(picture::occluded(data.image(i), &known_one));
-        for c in 0..a.completions {
-            rows.push(images[(r * a.completions + c) * dims..][..dims].to_vec());
+        for &c in &order[r * a.completions..][..a.completions] {
+            rows.push(images[c * dims..][..dims].to_vec());
         }
         rows.push(data.image(i).to_vec());
     }
@@ -519,10 +540,15 @@ pub fn complete(a: CompleteArgs) -> anyhow::Result<()> {
         config.channels,
     )?;
     println!(
-        "{} images x {} completions written to {} (columns: occluded, completions, original)",
+        "{} images x {} completions written to {} (columns: occluded, completions{}, original)",
         a.count,
         a.completions,
-        a.out.display()
+        a.out.display(),
+        if a.rank {
+            " from most to least likely"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

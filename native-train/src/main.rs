@@ -175,8 +175,8 @@ struct SampleArgs {
     /// PNG file to write.
     #[arg(long)]
     out: PathBuf,
-    /// Run the whole network once per sub-pixel even where an incremental sampler
-    /// exists (it draws the same images, slower).
+    /// Run the plain sampler, the whole network once per sub-pixel (the same images
+    /// as the incremental sampler, slower).
     #[arg(long)]
     naive: bool,
 }
@@ -207,10 +207,14 @@ struct CompleteArgs {
     /// PNG file to write.
     #[arg(long)]
     out: PathBuf,
-    /// Run the whole network once per sub-pixel even where an incremental sampler
-    /// exists (it draws the same images, slower).
+    /// Run the plain sampler, the whole network once per sub-pixel (the same images
+    /// as the incremental sampler, slower).
     #[arg(long)]
     naive: bool,
+    /// Order each image's completions by the model's likelihood of the whole
+    /// completed image, most likely first, and print their bits/dim.
+    #[arg(long)]
+    rank: bool,
 }
 
 #[derive(Args, Debug)]

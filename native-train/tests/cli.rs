@@ -369,8 +369,9 @@ fn recurrent_models_train_resume_eval_sample_and_complete() {
             s(&samples),
         ]);
         assert!(image::open(&samples).unwrap().width() > 2 * SIZE as u32);
+        // Ranked completions come most likely first, with their bits/dim.
         let completions = dir.path().join("completions.png");
-        succeed(&[
+        let out = succeed(&[
             "complete",
             "--checkpoint",
             s(&last),
@@ -379,11 +380,26 @@ fn recurrent_models_train_resume_eval_sample_and_complete() {
             "--count",
             "1",
             "--completions",
-            "2",
+            "3",
+            "--rank",
             "--out",
             s(&completions),
         ]);
-        assert!(image::open(&completions).unwrap().width() > 4 * SIZE as u32);
+        assert!(image::open(&completions).unwrap().width() > 5 * SIZE as u32);
+        let line = out
+            .lines()
+            .find(|l| l.contains("completions at"))
+            .expect(&out);
+        let bits: Vec<f64> = line
+            .split("completions at ")
+            .nth(1)
+            .and_then(|rest| rest.strip_suffix(" bits/dim"))
+            .expect(line)
+            .split(", ")
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!(bits.len(), 3, "{line}");
+        assert!(bits.windows(2).all(|w| w[0] <= w[1]), "{line}");
     }
 }
 
