@@ -44,24 +44,28 @@ fn offset(t: u32) -> vec2<i32> {
     return vec2<i32>(0, i32(t - r * ap.k) - i32(r));
 }
 
-// Invocation (b, j), for the four output channels co = 4j .. 4j + 3 (C_out is a
-// multiple of 4): y[b, p, co] = bias[co] + sum over t, ci of
-// f(x[b, p + offset(t), ci]) w[t, ci, co] (+ res[b, p, co]), f = ReLU when relu_in.
+// Invocation (b, g) computes the 16 output channels co = 16g .. 16g + 15 (as four
+// vec4 quads; the weights and bias are padded to 32 channels, so every quad read
+// exists, and only the quads below C_out / 4 are written):
+// y[b, p, co] = bias[co] + sum over t, ci of f(x[b, p + offset(t), ci]) w[t, ci, co]
+// (+ res[b, p, co]), f = ReLU when relu_in.
 @compute @workgroup_size(64)
 fn conv_at(@builtin(global_invocation_id) gid: vec3<u32>) {
     let e = gid.x + gid.y * 65535u * 64u;
     let step = cursor[0];
     let quads = ap.out_ch / 4u;
-    if e >= ap.batch * quads || step >= ap.steps {
+    let groups = (quads + 3u) / 4u;
+    if e >= ap.batch * groups || step >= ap.steps {
         return;
     }
-    let b = e / quads;
-    let j = e % quads;
+    let b = e / groups;
+    let j0 = (e % groups) * 4u;
     let pixel = order[step] / ap.channels;
     let row = i32(pixel / ap.width);
     let col = i32(pixel % ap.width);
+    let row_quads = ap.out_pad / 4u;
 
-    var acc = bias[j];
+    var acc = array<vec4<f32>, 4>(bias[j0], bias[j0 + 1u], bias[j0 + 2u], bias[j0 + 3u]);
     for (var t = 0u; t < ap.taps; t++) {
         let d = offset(t + ap.tap0);
         let yy = row + d.x;
@@ -75,14 +79,24 @@ fn conv_at(@builtin(global_invocation_id) gid: vec3<u32>) {
             if ap.relu_in != 0u {
                 v = max(v, 0.0);
             }
-            acc += v * w[((t * ap.in_ch + ci) * ap.out_pad) / 4u + j];
+            let base = (t * ap.in_ch + ci) * row_quads + j0;
+            acc[0] += v * w[base];
+            acc[1] += v * w[base + 1u];
+            acc[2] += v * w[base + 2u];
+            acc[3] += v * w[base + 3u];
         }
     }
-    let at = (b * ap.height * ap.width + pixel) * quads + j;
-    if ap.residual != 0u {
-        acc += res[at];
+    let at = (b * ap.height * ap.width + pixel) * quads;
+    for (var u = 0u; u < 4u; u++) {
+        let j = j0 + u;
+        if j < quads {
+            var out = acc[u];
+            if ap.residual != 0u {
+                out += res[at + j];
+            }
+            y[at + j] = out;
+        }
     }
-    y[at] = acc;
 }
 
 struct SumParams {

@@ -305,7 +305,7 @@ fn conv_at(
         &gpu.kernels.conv_at,
         &gpu.uniform("conv at", &params),
         &views,
-        gpu::grid_1d(net.batch * s.out_ch / 4, 64),
+        gpu::grid_1d(net.batch * (s.out_ch / 4).div_ceil(4), 64),
     )
 }
 
