@@ -1,7 +1,8 @@
 // Incremental sampling (core/src/incremental.rs): a masked convolution evaluated at
-// one pixel of every image, the pixel of the sub-pixel the sampling cursor is on.
-// Everything before that pixel is final, so each step of the sampler recomputes only
-// this pixel, layer by layer.
+// one pixel of every image, the pixel of the sub-pixel the sampling cursor is on, and
+// the Diagonal BiLSTM's two directions' states summed there. Everything before that
+// pixel is final, so each step of the sampler recomputes only this pixel, layer by
+// layer.
 //
 // Legend: B images of H x W pixels; maps [B, H W, C]; weights [T, C_in, NP] (causal
 // taps from tap0 of a k x k kernel, NP = C_out padded); `order` lists the sub-pixels

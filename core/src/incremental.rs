@@ -15,7 +15,7 @@ use crate::model::Block;
 use crate::network::Network;
 use crate::ops::LEVELS;
 use crate::rnn::Kind;
-use crate::sample::DrawOp;
+use crate::sample::{check_batch, DrawOp};
 use crate::Error;
 
 #[repr(C)]
@@ -64,18 +64,11 @@ impl IncrementalSampler {
         temperature: f32,
         seed: u64,
     ) -> Result<Self, Error> {
+        check_batch(net, &images, &known)?;
         let config = net.config;
         let gpu = net.gpu();
         let dims = config.dims();
         let batch = net.batch;
-        if images.len() != batch * dims || known.len() != images.len() {
-            return Err(Error::Data(format!(
-                "{} image bytes and {} known flags given, the sampler takes {}",
-                images.len(),
-                known.len(),
-                batch * dims
-            )));
-        }
         let pixels = batch * config.size * config.size;
         let maps = |label: &str, ch: usize| View::whole(&gpu.zeros(label, pixels * ch));
         let x = maps("x", config.channels);
@@ -116,6 +109,11 @@ impl IncrementalSampler {
             len,
         };
         let cursor = (&View::whole(&op.order), &View::whole(&op.cursor));
+        // The Diagonal BiLSTM's scans over zero pre-activations share one zero map.
+        let zero_pre = config
+            .rnn_layer(batch)
+            .filter(|l| l.kind == Kind::Diagonal)
+            .map(|l| View::whole(&gpu.zeros("zero pre", l.scan().positions() * 4 * h)));
         for block in &layout.blocks {
             let next = maps("h", 2 * h);
             match block {
@@ -176,12 +174,11 @@ impl IncrementalSampler {
                                     .extend((0..config.size).map(|m| on(StepAt::RightToLeft(m))));
                             }
                         }
-                        if layer.kind == Kind::Diagonal {
+                        if let Some(zero) = &zero_pre {
                             // The states off the image depend on no pixel: the whole scan
                             // over zero pre-activations gives them once.
-                            let zero = skewed("zero pre", 4 * h);
                             let taps = layer.kind.taps();
-                            prepare.extend(ScanOp::new(gpu, &scan, taps, &buffers(&zero)).forward);
+                            prepare.extend(ScanOp::new(gpu, &scan, taps, &buffers(zero)).forward);
                             skewed_states.push(hs);
                         }
                     }

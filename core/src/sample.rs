@@ -158,6 +158,19 @@ impl DrawOp {
     }
 }
 
+/// Checks that `images` and `known` each hold one value per sub-pixel of `net`'s batch.
+pub(crate) fn check_batch(net: &Network, images: &[u8], known: &[bool]) -> Result<(), Error> {
+    let want = net.batch * net.config.dims();
+    if images.len() != want || known.len() != want {
+        return Err(Error::Data(format!(
+            "{} image bytes and {} known flags given, the sampler takes {want}",
+            images.len(),
+            known.len(),
+        )));
+    }
+    Ok(())
+}
+
 /// A batch of images being filled in, in raster order, by sampling from a network.
 ///
 /// Each [`Completion::advance`] draws the next few open sub-pixel positions in one
@@ -183,16 +196,9 @@ impl Completion {
         temperature: f32,
         seed: u64,
     ) -> Result<Self, Error> {
+        check_batch(net, &images, &known)?;
         let dims = net.config.dims();
         let batch = net.batch;
-        if images.len() != batch * dims || known.len() != images.len() {
-            return Err(Error::Data(format!(
-                "{} image bytes and {} known flags given, the sampler takes {}",
-                images.len(),
-                known.len(),
-                batch * dims
-            )));
-        }
         let open: Vec<usize> = (0..dims)
             .filter(|&i| (0..batch).any(|b| !known[b * dims + i]))
             .collect();
