@@ -43,9 +43,43 @@ fn uniform01(seed: u32, b: u32, i: u32) -> f32 {
     return f32(h >> 8u) * (1.0 / 16777216.0);
 }
 
-// Invocation b: draws sub-pixel order[cursor] of image b from softmax(logits / T)
-// (the most likely intensity when T = 0) unless it is known, and writes it into the
-// images and, scaled to [-1, 1], into the input.
+// The intensity drawn from softmax(l / T) with the uniform number u in [0, 1): the
+// first whose cumulative weight exceeds u times the total (the most likely, the first
+// on ties, when T = 0). The same f32 arithmetic as sample::draw on the CPU.
+fn pick(l: ptr<function, array<f32, 256>>, u: f32, temperature: f32) -> u32 {
+    var top = (*l)[0];
+    var best = 0u;
+    for (var v = 1u; v < 256u; v++) {
+        if (*l)[v] > top {
+            top = (*l)[v];
+            best = v;
+        }
+    }
+    if temperature <= 0.0 {
+        return best;
+    }
+    var total = 0.0;
+    for (var v = 0u; v < 256u; v++) {
+        total += exp(((*l)[v] - top) / temperature);
+    }
+    let goal = u * total;
+    var acc = 0.0;
+    for (var v = 0u; v < 256u; v++) {
+        acc += exp(((*l)[v] - top) / temperature);
+        if acc > goal {
+            return v;
+        }
+    }
+    return 255u;
+}
+
+// An intensity as the network reads it: scaled to [-1, 1].
+fn encode(value: u32) -> f32 {
+    return f32(value) / 127.5 - 1.0;
+}
+
+// Invocation b: draws sub-pixel order[cursor] of image b from its logits unless it is
+// known, and writes it into the images and the input.
 @compute @workgroup_size(64)
 fn draw(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b = gid.x;
@@ -59,36 +93,13 @@ fn draw(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     // The logits of sub-pixel i of image b: [B, H W, C 256] is [B D, 256].
-    let base = at * 256u;
-
-    var top = logits[base];
-    var best = 0u;
-    for (var v = 1u; v < 256u; v++) {
-        let l = logits[base + v];
-        if l > top {
-            top = l;
-            best = v;
-        }
+    var l: array<f32, 256>;
+    for (var v = 0u; v < 256u; v++) {
+        l[v] = logits[at * 256u + v];
     }
-    var value = best;
-    if dp.temperature > 0.0 {
-        var total = 0.0;
-        for (var v = 0u; v < 256u; v++) {
-            total += exp((logits[base + v] - top) / dp.temperature);
-        }
-        let goal = uniform01(dp.seed, b, i) * total;
-        var acc = 0.0;
-        value = 255u;
-        for (var v = 0u; v < 256u; v++) {
-            acc += exp((logits[base + v] - top) / dp.temperature);
-            if acc > goal {
-                value = v;
-                break;
-            }
-        }
-    }
+    let value = pick(&l, uniform01(dp.seed, b, i), dp.temperature);
     images[at] = value;
-    input[at] = f32(value) / 127.5 - 1.0;
+    input[at] = encode(value);
 }
 
 // One invocation: moves the cursor to the next step, stopping after the last.

@@ -37,8 +37,16 @@ pub mod shaders {
     /// A masked convolution at the sampling cursor's pixel.
     pub const INCREMENTAL: &str = include_str!("../../shaders/incremental.wgsl");
 
+    /// A whole step of the incremental PixelCNN sampler: every convolution at the
+    /// cursor's pixel and the draw, in one launch. It follows `sample.wgsl`, whose
+    /// bindings and functions it uses.
+    pub const PIXELCNN_STEP: &str = concat!(
+        include_str!("../../shaders/sample.wgsl"),
+        include_str!("../../shaders/pixelcnn_step.wgsl")
+    );
+
     /// Every shader, named by file, for validation.
-    pub const ALL: [(&str, &str); 10] = [
+    pub const ALL: [(&str, &str); 11] = [
         ("conv.wgsl", CONV),
         ("conv_grad.wgsl", CONV_GRAD),
         ("conv_subgroup.wgsl", CONV_SUBGROUP),
@@ -49,6 +57,7 @@ pub mod shaders {
         ("skew.wgsl", SKEW),
         ("sample.wgsl", SAMPLE),
         ("incremental.wgsl", INCREMENTAL),
+        ("pixelcnn_step.wgsl", PIXELCNN_STEP),
     ];
 }
 
@@ -83,6 +92,7 @@ pub struct Kernels {
     pub(crate) advance: wgpu::ComputePipeline,
     pub(crate) conv_at: wgpu::ComputePipeline,
     pub(crate) diag_sum_at: wgpu::ComputePipeline,
+    pub(crate) pixelcnn_step: wgpu::ComputePipeline,
 }
 
 /// A device, its queue and the compiled kernels. Cheap to clone.
@@ -315,6 +325,7 @@ impl Kernels {
         let skew = module("skew", shaders::SKEW);
         let sample = module("sample", shaders::SAMPLE);
         let incremental = module("incremental", shaders::INCREMENTAL);
+        let pixelcnn_step = module("pixelcnn_step", shaders::PIXELCNN_STEP);
         let pipeline = |module: &wgpu::ShaderModule, entry: &str| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
@@ -357,6 +368,7 @@ impl Kernels {
             advance: pipeline(&sample, "advance"),
             conv_at: pipeline(&incremental, "conv_at"),
             diag_sum_at: pipeline(&incremental, "diag_sum_at"),
+            pixelcnn_step: pipeline(&pixelcnn_step, "pixelcnn_step"),
         }
     }
 }

@@ -7,11 +7,16 @@
 //! recomputed once per colour as its sub-pixels are drawn. The draws and the cursor
 //! are [`crate::sample`]'s: the same kernel and the same random numbers, so this
 //! sampler draws the images the plain one draws, at a fraction of the work.
+//!
+//! A PixelCNN step is one launch (`shaders/pixelcnn_step.wgsl`): a workgroup of
+//! images runs every convolution at the pixel, with a barrier between layers, and
+//! draws. The recurrent models take one launch per convolution or LSTM position
+//! (`shaders/incremental.wgsl`, `shaders/lstm.wgsl`) and one for the draw.
 
 use crate::conv::ConvLayout;
 use crate::gpu::{self, Dispatch, Gpu, View};
 use crate::lstm::{self, ScanBuffers, ScanOp, StepAt};
-use crate::model::Block;
+use crate::model::{Arch, Block};
 use crate::network::Network;
 use crate::ops::LEVELS;
 use crate::rnn::Kind;
@@ -71,13 +76,6 @@ impl IncrementalSampler {
         let batch = net.batch;
         let pixels = batch * config.size * config.size;
         let maps = |label: &str, ch: usize| View::whole(&gpu.zeros(label, pixels * ch));
-        let x = maps("x", config.channels);
-        gpu.queue.write_buffer(
-            &x.buffer,
-            0,
-            bytemuck::cast_slice(&crate::model::encode_input(&images)),
-        );
-        let logits = maps("logits", config.channels * LEVELS);
 
         // Every sub-pixel is a step: the known ones too, whose pixels later ones read.
         let order: Vec<usize> = (0..dims).collect();
@@ -85,13 +83,32 @@ impl IncrementalSampler {
             gpu,
             batch,
             dims,
-            &images,
-            &known,
+            (&images, &known),
             &order,
             (temperature, seed),
-            &logits,
-            &x,
         );
+        let sampler = |step, row_start, op| Self {
+            step,
+            row_start,
+            row: config.size * config.channels,
+            images: images.clone(),
+            steps: order.len(),
+            done: 0,
+            op,
+        };
+        if config.arch == Arch::PixelCnn {
+            let step = vec![pixelcnn_step(net, &images, &op), op.advance.clone()];
+            return Ok(sampler(step, Vec::new(), op));
+        }
+
+        // The recurrent models: one launch per convolution or LSTM position.
+        let x = maps("x", config.channels);
+        gpu.queue.write_buffer(
+            &x.buffer,
+            0,
+            bytemuck::cast_slice(&crate::model::encode_input(&images)),
+        );
+        let logits = maps("logits", config.channels * LEVELS);
         let at = |i: usize, input: &View, output: &View, relu_in: bool, res: Option<&View>| {
             conv_at(net, i, input, output, relu_in, res, &op)
         };
@@ -194,19 +211,10 @@ impl IncrementalSampler {
         let o1 = maps("o1", config.out_hidden);
         step.push(at(n - 2, &stream, &o1, true, None));
         step.push(at(n - 1, &o1, &logits, true, None));
-        step.push(op.draw.clone());
+        step.push(op.draw(gpu, &logits, &x));
         step.push(op.advance.clone());
         gpu::submit(gpu, &[&prepare]);
-
-        Ok(Self {
-            step,
-            row_start,
-            row: config.size * config.channels,
-            op,
-            images,
-            steps: order.len(),
-            done: 0,
-        })
+        Ok(sampler(step, row_start, op))
     }
 
     /// Runs up to `steps` more sub-pixel steps in one submission, then reads the images
@@ -345,5 +353,95 @@ fn diag_sum_at(net: &Network, lr: &View, rl: &View, states: &View, op: &DrawOp) 
         &gpu.uniform("diag sum at", &params),
         &views,
         gpu::grid_1d(net.batch * config.hidden, 64),
+    )
+}
+
+/// Marks a map offset in the step table as absent.
+const NO_MAP: u32 = u32::MAX;
+
+/// Images per workgroup of the PixelCNN step (at most 8, the shader's MAX_IMAGES).
+const STEP_IMAGES: usize = 8;
+
+/// The whole step of a PixelCNN at the cursor's pixel as one launch, a workgroup per
+/// image: every convolution, each into its own map of one arena buffer (the input
+/// first, holding `images`), then the draw.
+fn pixelcnn_step(net: &Network, images: &[u8], op: &DrawOp) -> Dispatch {
+    let gpu = net.gpu();
+    let config = net.config;
+    let convs = &net.layout.convs;
+    let pixels = net.batch * config.size * config.size;
+
+    // The arena: the input x, then each convolution's output map but the logits'.
+    let mut arena_len = pixels * config.channels;
+    let mut map = |ch: usize| {
+        let at = arena_len;
+        arena_len += pixels * ch;
+        at as u32
+    };
+    let mut table = vec![
+        config.size as u32,
+        config.size as u32,
+        config.channels as u32,
+        convs.len() as u32,
+        STEP_IMAGES as u32,
+    ];
+    let mut conv = |i: usize, input: u32, relu_in: bool, residual: Option<u32>, output: u32| {
+        let layout: &ConvLayout = &convs[i];
+        let s = layout.shape;
+        let offset = net.layout.offsets[i];
+        table.extend([
+            offset as u32,
+            (offset + layout.bias_offset()) as u32,
+            s.k as u32,
+            s.taps() as u32,
+            s.first_tap() as u32,
+            s.in_ch as u32,
+            s.out_ch as u32,
+            layout.out_pad as u32,
+            input,
+            output,
+            residual.unwrap_or(NO_MAP),
+            relu_in as u32,
+        ]);
+        output
+    };
+
+    // The same convolutions, in the same order, as the network's forward pass.
+    let h = config.hidden;
+    let mut stream = conv(0, 0, false, None, map(2 * h));
+    for block in &net.layout.blocks {
+        let &Block::Conv([c1, c2, c3]) = block else {
+            unreachable!("a PixelCNN has only convolution blocks")
+        };
+        let b1 = conv(c1, stream, true, None, map(h));
+        let b2 = conv(c2, b1, true, None, map(h));
+        stream = conv(c3, b2, true, Some(stream), map(2 * h));
+    }
+    let n = convs.len();
+    let o1 = conv(n - 2, stream, true, None, map(config.out_hidden));
+    conv(n - 1, o1, true, None, NO_MAP);
+
+    let arena = gpu.zeros("arena", arena_len);
+    gpu.queue.write_buffer(
+        &arena,
+        0,
+        bytemuck::cast_slice(&crate::model::encode_input(images)),
+    );
+    let table = gpu.buffer_from("step table", bytemuck::cast_slice(&table));
+    let whole = View::whole;
+    Dispatch::new(
+        gpu,
+        &gpu.kernels.pixelcnn_step,
+        &op.params,
+        &[
+            (2, &whole(&op.known)),
+            (3, &whole(&op.order)),
+            (4, &whole(&op.cursor)),
+            (5, &whole(&op.images)),
+            (7, &whole(&table)),
+            (8, &whole(&net.params)),
+            (9, &whole(&arena)),
+        ],
+        [net.batch.div_ceil(STEP_IMAGES) as u32, 1, 1],
     )
 }

@@ -72,12 +72,10 @@ struct DrawParams {
     _pad: [u32; 3],
 }
 
-/// The draw kernel over a batch and its cursor: which sub-pixels to visit, in order,
+/// The draws over a batch and their cursor: which sub-pixels to visit, in order,
 /// which are known, and the images as drawn so far.
 #[derive(Debug)]
 pub struct DrawOp {
-    /// Draws sub-pixel `order[cursor]` of every image into the images and the input.
-    pub draw: Dispatch,
     /// Moves the cursor on by one step.
     pub advance: Dispatch,
     /// Intensities `[B, D]` as u32.
@@ -86,29 +84,29 @@ pub struct DrawOp {
     pub cursor: wgpu::Buffer,
     /// The sub-pixel of each step, `[steps]` as u32.
     pub order: wgpu::Buffer,
+    /// Which sub-pixels are known, `[B, D]` as u32 (1 = keep).
+    pub known: wgpu::Buffer,
+    /// The draws' parameters (uniform).
+    pub params: wgpu::Buffer,
+    batch: usize,
 }
 
 impl DrawOp {
-    /// Records draws of the sub-pixels `order` (indices within an image) of `images`
-    /// (`[batch, D]`, the known ones flagged in `known`) from `logits` `[batch D, 256]`,
-    /// writing into `input` `[batch, D]`.
-    #[allow(clippy::too_many_arguments)]
+    /// Sets up draws of the sub-pixels `order` (indices within an image) of `images`
+    /// (`[batch, D]`, the known ones flagged in `known`), in that order.
     pub fn new(
         gpu: &Gpu,
         batch: usize,
         dims: usize,
-        images: &[u8],
-        known: &[bool],
+        (images, known): (&[u8], &[bool]),
         order: &[usize],
         (temperature, seed): (f32, u64),
-        logits: &View,
-        input: &View,
     ) -> Self {
         let words = |v: &[u32]| gpu.buffer_from("sampler", bytemuck::cast_slice(v));
-        let known_buf = words(&known.iter().map(|&k| k as u32).collect::<Vec<_>>());
+        let known = words(&known.iter().map(|&k| k as u32).collect::<Vec<_>>());
         let order_buf = words(&order.iter().map(|&i| i as u32).collect::<Vec<_>>());
         let cursor = words(&[0]);
-        let images_buf = words(&images.iter().map(|&v| v as u32).collect::<Vec<_>>());
+        let images = words(&images.iter().map(|&v| v as u32).collect::<Vec<_>>());
         let params = gpu.uniform(
             "draw",
             &DrawParams {
@@ -120,35 +118,42 @@ impl DrawOp {
                 _pad: [0; 3],
             },
         );
-        let whole = View::whole;
-        let draw = Dispatch::new(
-            gpu,
-            &gpu.kernels.draw,
-            &params,
-            &[
-                (1, logits),
-                (2, &whole(&known_buf)),
-                (3, &whole(&order_buf)),
-                (4, &whole(&cursor)),
-                (5, &whole(&images_buf)),
-                (6, input),
-            ],
-            [batch.div_ceil(64) as u32, 1, 1],
-        );
         let advance = Dispatch::new(
             gpu,
             &gpu.kernels.advance,
             &params,
-            &[(4, &whole(&cursor))],
+            &[(4, &View::whole(&cursor))],
             [1, 1, 1],
         );
         Self {
-            draw,
             advance,
-            images: images_buf,
+            images,
             cursor,
             order: order_buf,
+            known,
+            params,
+            batch,
         }
+    }
+
+    /// The launch that draws sub-pixel `order[cursor]` of every image from `logits`
+    /// (`[batch D, 256]`) into the images and, encoded, into `input` (`[batch, D]`).
+    pub fn draw(&self, gpu: &Gpu, logits: &View, input: &View) -> Dispatch {
+        let whole = View::whole;
+        Dispatch::new(
+            gpu,
+            &gpu.kernels.draw,
+            &self.params,
+            &[
+                (1, logits),
+                (2, &whole(&self.known)),
+                (3, &whole(&self.order)),
+                (4, &whole(&self.cursor)),
+                (5, &whole(&self.images)),
+                (6, input),
+            ],
+            [self.batch.div_ceil(64) as u32, 1, 1],
+        )
     }
 
     /// Reads the images back as bytes.
@@ -183,6 +188,7 @@ pub struct Completion {
     open: usize,
     done: usize,
     op: DrawOp,
+    draw: Dispatch,
 }
 
 impl Completion {
@@ -207,18 +213,17 @@ impl Completion {
             net.gpu(),
             batch,
             dims,
-            &images,
-            &known,
+            (&images, &known),
             &open,
             (temperature, seed),
-            &View::whole(&net.logits),
-            &net.input_view(),
         );
+        let draw = op.draw(net.gpu(), &View::whole(&net.logits), &net.input_view());
         Ok(Self {
             images,
             open: open.len(),
             done: 0,
             op,
+            draw,
         })
     }
 
@@ -228,7 +233,7 @@ impl Completion {
         let steps = positions.min(self.open - self.done);
         let step = [
             net.forward_dispatches(),
-            std::slice::from_ref(&self.op.draw),
+            std::slice::from_ref(&self.draw),
             std::slice::from_ref(&self.op.advance),
         ];
         let all: Vec<&[Dispatch]> = (0..steps).flat_map(|_| step).collect();

@@ -99,16 +99,14 @@ fn gpu_draws_match_the_cpu_twin() {
             &g,
             batch,
             dims,
-            &images,
-            &known,
+            (&images, &known),
             &order,
             (temperature, seed),
-            &logits_v,
-            &input,
         );
+        let launch = op.draw(&g, &logits_v, &input);
         let steps: Vec<_> = order
             .iter()
-            .flat_map(|_| [op.draw.clone(), op.advance.clone()])
+            .flat_map(|_| [launch.clone(), op.advance.clone()])
             .collect();
         submit(&g, &[&steps]);
         let got = pollster::block_on(op.read_images(&g)).unwrap();
@@ -296,7 +294,8 @@ fn incremental_sampler_matches_the_plain_one() {
                 *x += 0.05 * ((j % 7) as f32 - 3.0);
             }
         }
-        let batch = 3;
+        // More images than one workgroup of the PixelCNN step takes (8).
+        let batch = 10;
         let dims = config.dims();
         let net = Network::new(&g, config, batch, &params, Mode::default()).unwrap();
         let original = bytes(&mut rng(8), batch * dims);
