@@ -167,6 +167,30 @@ function showModelInfo(entry, d, bytes) {
 
 // ---- Sampling ----
 
+// How many pixels each readback covers: doubled while a readback comes back within a
+// frame, halved when it takes more than two, between one pixel and one row, so that
+// the images fill in smoothly without paying for a readback after every pixel.
+function pacer(row) {
+  let pixels = 1;
+  return {
+    get pixels() {
+      return pixels;
+    },
+    took(ms) {
+      if (ms < 16) pixels = Math.min(2 * pixels, row);
+      else if (ms > 33) pixels = Math.max(pixels >> 1, 1);
+    },
+  };
+}
+
+// Advances `sampler` by one paced chunk of pixels and returns whether it is finished.
+async function advancePaced(sampler, pace, channels) {
+  const t0 = performance.now();
+  const finished = await sampler.advance(pace.pixels * channels);
+  pace.took(performance.now() - t0);
+  return finished;
+}
+
 async function sample() {
   const m = state.model;
   const [size, channels] = [m.size(), m.channels()];
@@ -183,10 +207,10 @@ async function sample() {
   let first = null;
   const sampler = m.sampler(count, seed, temperature);
   const dims = size * size * channels;
+  const pace = pacer(size);
   try {
     for (;;) {
-      // One pixel (all its colours) per step, then draw.
-      const finished = await sampler.advance(channels);
+      const finished = await advancePaced(sampler, pace, channels);
       first ??= performance.now() - started;
       const images = sampler.images();
       canvases.forEach((c, i) => draw(c, images.subarray(i * dims, (i + 1) * dims), size, channels));
@@ -330,9 +354,10 @@ async function complete() {
 
   const started = performance.now();
   const sampler = m.completer(images, known, count, seed, temperature);
+  const pace = pacer(size);
   try {
     for (;;) {
-      const finished = await sampler.advance(channels);
+      const finished = await advancePaced(sampler, pace, channels);
       const now = sampler.images();
       canvases.forEach((c, i) => draw(c, now.subarray(i * dims, (i + 1) * dims), size, channels));
       status.textContent = `pixel ${sampler.done() / channels} of ${sampler.total() / channels}`;

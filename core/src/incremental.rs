@@ -134,13 +134,7 @@ impl IncrementalSampler {
         for block in &layout.blocks {
             let next = maps("h", 2 * h);
             match block {
-                // The three convolutions of a PixelCNN block at the pixel.
-                &Block::Conv([c1, c2, c3]) => {
-                    let (b1, b2) = (maps("b1", h), maps("b2", h));
-                    step.push(at(c1, &stream, &b1, true, None));
-                    step.push(at(c2, &b1, &b2, true, None));
-                    step.push(at(c3, &b2, &next, true, Some(&stream)));
-                }
+                Block::Conv(_) => unreachable!("a PixelCNN step is one launch"),
                 // A recurrent layer: each direction's input-to-state convolution at
                 // the pixel, the LSTM there (for the Diagonal BiLSTM's right-to-left
                 // direction: along the row above, once it is finished), and K^out.
