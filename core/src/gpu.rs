@@ -45,8 +45,11 @@ pub mod shaders {
         include_str!("../../shaders/pixelcnn_step.wgsl")
     );
 
+    /// Transposed convolution forward and backward (the multi-scale upsampling).
+    pub const DECONV: &str = include_str!("../../shaders/deconv.wgsl");
+
     /// Every shader, named by file, for validation.
-    pub const ALL: [(&str, &str); 11] = [
+    pub const ALL: [(&str, &str); 12] = [
         ("conv.wgsl", CONV),
         ("conv_grad.wgsl", CONV_GRAD),
         ("conv_subgroup.wgsl", CONV_SUBGROUP),
@@ -58,6 +61,7 @@ pub mod shaders {
         ("sample.wgsl", SAMPLE),
         ("incremental.wgsl", INCREMENTAL),
         ("pixelcnn_step.wgsl", PIXELCNN_STEP),
+        ("deconv.wgsl", DECONV),
     ];
 }
 
@@ -93,6 +97,9 @@ pub struct Kernels {
     pub(crate) conv_at: wgpu::ComputePipeline,
     pub(crate) diag_sum_at: wgpu::ComputePipeline,
     pub(crate) pixelcnn_step: wgpu::ComputePipeline,
+    pub(crate) deconv_forward: wgpu::ComputePipeline,
+    pub(crate) deconv_input_grad: wgpu::ComputePipeline,
+    pub(crate) deconv_weight_grad: wgpu::ComputePipeline,
 }
 
 /// A device, its queue and the compiled kernels. Cheap to clone.
@@ -326,6 +333,7 @@ impl Kernels {
         let sample = module("sample", shaders::SAMPLE);
         let incremental = module("incremental", shaders::INCREMENTAL);
         let pixelcnn_step = module("pixelcnn_step", shaders::PIXELCNN_STEP);
+        let deconv = module("deconv", shaders::DECONV);
         let pipeline = |module: &wgpu::ShaderModule, entry: &str| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
@@ -369,6 +377,9 @@ impl Kernels {
             conv_at: pipeline(&incremental, "conv_at"),
             diag_sum_at: pipeline(&incremental, "diag_sum_at"),
             pixelcnn_step: pipeline(&pixelcnn_step, "pixelcnn_step"),
+            deconv_forward: pipeline(&deconv, "deconv_forward"),
+            deconv_input_grad: pipeline(&deconv, "deconv_input_grad"),
+            deconv_weight_grad: pipeline(&deconv, "deconv_weight_grad"),
         }
     }
 }

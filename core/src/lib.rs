@@ -6,6 +6,7 @@
 //! through wgpu and in the browser through WebGPU.
 //!
 //! - [`conv`]: masked convolutions (masks A and B, R/G/B groups), forward and backward.
+//! - [`deconv`]: transposed convolution, the multi-scale model's upsampling.
 //! - [`ops`]: ReLU, the 256-way softmax loss, RMSProp and Adam.
 //! - [`lstm`]: the LSTM scan of the Row LSTM and Diagonal BiLSTM, forward and backward
 //!   through time.
@@ -22,6 +23,7 @@
 pub mod checkpoint;
 pub mod conv;
 pub mod data;
+pub mod deconv;
 pub mod gpu;
 pub mod incremental;
 pub mod lstm;
