@@ -186,6 +186,7 @@ impl Checkpoint {
             layers: number("layers")?,
             hidden: number("hidden")?,
             out_hidden: number("out_hidden")?,
+            small: None,
         };
         config.validate().map_err(|e| fail(e.to_string()))?;
 

@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::conv::{self, ConvLayout, ConvShape, Grid, Mask};
+use crate::deconv::{self, DeconvShape};
 use crate::ops::LEVELS;
 use crate::rnn::{self, Kind};
 use crate::Error;
@@ -101,6 +102,13 @@ pub struct ModelConfig {
     pub hidden: usize,
     /// Maps of the hidden 1x1 layer of the output stack.
     pub out_hidden: usize,
+    /// For the second stage of a Multi-Scale PixelRNN: the size of the small image
+    /// the model is conditioned on. It is upsampled by 4 x 4, stride 2 transposed
+    /// convolutions to h maps of the full size, and a 1x1 unmasked convolution of
+    /// those maps is added to every block's first masked convolution (a PixelCNN
+    /// block's 1x1 down to h, an LSTM direction's input-to-state convolution). None
+    /// for an unconditional model.
+    pub small: Option<usize>,
 }
 
 impl ModelConfig {
@@ -123,6 +131,16 @@ impl ModelConfig {
                 self.out_hidden,
                 "must be a positive multiple of 4",
             );
+        }
+        if let Some(s) = self.small {
+            let f = self.size / s.max(1);
+            if s == 0 || f * s != self.size || f < 2 || !f.is_power_of_two() {
+                return bad(
+                    "small image size",
+                    s,
+                    "must divide the image size by a power of two (2, 4, ...)",
+                );
+            }
         }
         Ok(())
     }
@@ -176,6 +194,36 @@ impl ModelConfig {
     pub fn dims(&self) -> usize {
         self.channels * self.size * self.size
     }
+
+    /// The transposed convolutions that upsample the small image (none for an
+    /// unconditional model): each doubles the size, the first from the C colours to h
+    /// maps, the others h to h.
+    pub fn upsampling(&self) -> Vec<DeconvShape> {
+        let Some(s) = self.small else {
+            return Vec::new();
+        };
+        let layers = (self.size / s).trailing_zeros() as usize;
+        let h = self.hidden;
+        (0..layers)
+            .map(|j| DeconvShape::doubling(if j == 0 { self.channels } else { h }, h))
+            .collect()
+    }
+}
+
+/// The small image of the Multi-Scale PixelRNN: every `size / small`-th pixel of each
+/// of `images` (`[N, size, size, C]`), from the top left, `[N, small, small, C]`.
+pub fn subsample(images: &[u8], size: usize, channels: usize, small: usize) -> Vec<u8> {
+    let f = size / small;
+    let mut out = Vec::with_capacity(images.len() / (f * f));
+    for image in images.chunks(size * size * channels) {
+        for r in 0..small {
+            for c in 0..small {
+                let at = ((r * f) * size + c * f) * channels;
+                out.extend_from_slice(&image[at..at + channels]);
+            }
+        }
+    }
+    out
 }
 
 /// A parameter tensor that is not a convolution: K^ss or an initial state.
@@ -229,6 +277,13 @@ pub struct ParamLayout {
     pub vectors: Vec<VectorParam>,
     /// The residual layers.
     pub blocks: Vec<Block>,
+    /// A conditional model's upsampling layers (see [`ModelConfig::small`]), indices
+    /// into [`ParamLayout::vectors`] of each one's weights, its bias right after them.
+    pub upsampling: Vec<usize>,
+    /// A conditional model's 1x1 convolutions of the upsampled maps, per block: one per
+    /// LSTM direction, or one for a PixelCNN block; indices into
+    /// [`ParamLayout::convs`]. Empty for an unconditional model.
+    pub cond: Vec<Vec<usize>>,
     /// Total values.
     pub len: usize,
 }
@@ -242,6 +297,8 @@ impl ParamLayout {
             conv_names: Vec::new(),
             vectors: Vec::new(),
             blocks: Vec::new(),
+            upsampling: Vec::new(),
+            cond: Vec::new(),
             len: 0,
         };
         let g = config.channels;
@@ -278,12 +335,54 @@ impl ParamLayout {
             };
             layout.blocks.push(block);
         }
+        // The conditioning: the upsampling, then each block's 1x1 convolutions of it
+        // (one colour group: every map may see the whole small image). The output
+        // stack stays last.
+        if config.small.is_some() {
+            for (j, d) in config.upsampling().iter().enumerate() {
+                let w = layout.vector(
+                    &format!("upsample{j}.weight"),
+                    &[d.k, d.k, d.in_ch, d.out_ch],
+                );
+                let b = layout.vector(&format!("upsample{j}.bias"), &[d.out_ch]);
+                assert_eq!(
+                    layout.vectors[b].offset,
+                    layout.vectors[w].offset + d.weight_len(),
+                    "an upsampling layer's bias follows its weights"
+                );
+                layout.upsampling.push(w);
+            }
+            let unmasked = |out_ch| ConvShape::new(1, h, out_ch, Mask::B, 1);
+            for l in 0..layout.blocks.len() {
+                let convs = match &layout.blocks[l] {
+                    Block::Conv(_) => vec![(format!("block{l}.cond"), h)],
+                    Block::Recurrent { dirs, .. } if dirs.len() == 1 => {
+                        vec![(format!("layer{l}.cond"), 4 * h)]
+                    }
+                    Block::Recurrent { .. } => vec![
+                        (format!("layer{l}.lr.cond"), 4 * h),
+                        (format!("layer{l}.rl.cond"), 4 * h),
+                    ],
+                };
+                let indices = convs
+                    .into_iter()
+                    .map(|(name, ch)| layout.conv(&name, unmasked(ch)))
+                    .collect();
+                layout.cond.push(indices);
+            }
+        }
         layout.conv("output.conv1", shape(1, 2 * h, config.out_hidden, Mask::B));
         layout.conv(
             "output.conv2",
             shape(1, config.out_hidden, g * LEVELS, Mask::B),
         );
         layout
+    }
+
+    /// Upsampling layer `j`'s weights then bias, as one slice of `flat`.
+    pub fn upsampling_params<'a>(&self, flat: &'a [f32], config: &ModelConfig, j: usize) -> &'a [f32] {
+        let len = config.upsampling()[j].len();
+        &flat[self.vectors[self.upsampling[j]].offset..][..len]
     }
 
     /// Places the next `len` values, 64-aligned so that each tensor can be bound alone.
@@ -393,12 +492,18 @@ pub fn init_params(config: &ModelConfig, seed: u64) -> Vec<f32> {
         layout.pack_into(&mut flat, i, &w, &b);
     }
     for v in &layout.vectors {
-        if v.name.ends_with(".ss.weight") {
+        let fan_in = if v.name.ends_with(".ss.weight") {
             // [T, n, 4n]: the fan-in is T n.
-            let a = (3.0 / (v.shape[0] * v.shape[1]) as f32).sqrt();
-            for x in &mut flat[v.offset..][..v.len] {
-                *x = rng.random_range(-a..a);
-            }
+            v.shape[0] * v.shape[1]
+        } else if v.name.starts_with("upsample") && v.name.ends_with(".weight") {
+            // [k, k, C_in, C_out] at stride 2: each output sees k k / 4 taps of C_in.
+            v.shape[0] * v.shape[1] * v.shape[2] / 4
+        } else {
+            continue;
+        };
+        let a = (3.0 / fan_in as f32).sqrt();
+        for x in &mut flat[v.offset..][..v.len] {
+            *x = rng.random_range(-a..a);
         }
     }
     flat
@@ -414,9 +519,64 @@ pub mod cpu {
     use super::*;
     use crate::ops::cpu::{relu, relu_backward, softmax_nll};
 
-    /// Logits `[P, C * 256]` for `images` `[N, H, W, C]`.
+    /// Logits `[P, C * 256]` for `images` `[N, H, W, C]` (given their subsampled
+    /// small images, for a conditional model).
     pub fn logits(config: &ModelConfig, params: &[f32], images: &[u8]) -> Vec<f32> {
-        forward(config, params, images).logits
+        forward(config, params, images, None).logits
+    }
+
+    /// Logits `[P, C * 256]` for `images` given the small images `small`
+    /// (`[N, s, s, C]`) of a conditional model.
+    pub fn logits_given(
+        config: &ModelConfig,
+        params: &[f32],
+        images: &[u8],
+        small: &[u8],
+    ) -> Vec<f32> {
+        forward(config, params, images, Some(small)).logits
+    }
+
+    /// A conditional model's conditioning: the upsampling layers' outputs (after
+    /// their ReLUs; the last is the map the 1x1 convolutions read) and each block's
+    /// terms.
+    struct Conditioning {
+        small: Vec<f32>,
+        ups: Vec<Vec<f32>>,
+        terms: Vec<Vec<Vec<f32>>>,
+    }
+
+    fn conditioning(
+        config: &ModelConfig,
+        layout: &ParamLayout,
+        params: &[f32],
+        grid: Grid,
+        small: &[u8],
+    ) -> Conditioning {
+        let s = config.small.expect("a conditional model");
+        let small = encode_input(small);
+        let mut ups: Vec<Vec<f32>> = Vec::new();
+        let mut n = s;
+        for (j, d) in config.upsampling().iter().enumerate() {
+            let x = ups.last().unwrap_or(&small);
+            let y = deconv::cpu::forward(d, n, x, layout.upsampling_params(params, config, j));
+            ups.push(relu(&y));
+            n *= 2;
+        }
+        let u = ups.last().expect("at least one upsampling layer");
+        let terms = layout
+            .cond
+            .iter()
+            .map(|convs| {
+                convs
+                    .iter()
+                    .map(|&i| {
+                        let (w, b) = layout.unpack(params, i);
+                        conv::cpu::forward(&layout.convs[i].shape, grid, u, &w, &b)
+                    })
+                    .collect()
+            })
+            .collect();
+        Conditioning { small, ups, terms }
     }
 
     /// What one residual layer's backward pass needs.
@@ -430,13 +590,19 @@ pub mod cpu {
     struct Forward {
         grid: Grid,
         x: Vec<f32>,
+        cond: Option<Conditioning>,
         blocks: Vec<BlockForward>,
         ro: Vec<f32>,
         ro2: Vec<f32>,
         logits: Vec<f32>,
     }
 
-    fn forward(config: &ModelConfig, params: &[f32], images: &[u8]) -> Forward {
+    fn forward(
+        config: &ModelConfig,
+        params: &[f32],
+        images: &[u8],
+        small: Option<&[u8]>,
+    ) -> Forward {
         let layout = ParamLayout::new(config);
         let batch = images.len() / config.dims();
         let grid = config.grid(batch);
@@ -445,6 +611,14 @@ pub mod cpu {
             conv::cpu::forward(&layout.convs[i].shape, grid, x, &w, &b)
         };
         let x = encode_input(images);
+        let cond = config.small.map(|s| {
+            let given = match small {
+                Some(v) => v.to_vec(),
+                None => subsample(images, config.size, config.channels, s),
+            };
+            conditioning(config, &layout, params, grid, &given)
+        });
+        let term = |l: usize, d: usize| cond.as_ref().map(|c| c.terms[l][d].as_slice());
 
         let mut h = conv(0, &x);
         let mut blocks = Vec::new();
@@ -452,7 +626,11 @@ pub mod cpu {
             match block {
                 Block::Conv([c1, c2, c3]) => {
                     let r1 = relu(&h);
-                    let r2 = relu(&conv(*c1, &r1));
+                    let mut b1 = conv(*c1, &r1);
+                    if let Some(t) = term(l, 0) {
+                        b1.iter_mut().zip(t).for_each(|(a, b)| *a += b);
+                    }
+                    let r2 = relu(&b1);
                     let r3 = relu(&conv(*c2, &r2));
                     let b3 = conv(*c3, &r3);
                     h.iter_mut().zip(&b3).for_each(|(a, b)| *a += b);
@@ -461,7 +639,8 @@ pub mod cpu {
                 Block::Recurrent { .. } => {
                     let layer = config.rnn_layer(batch).expect("a recurrent model");
                     let w = layout.rnn_weights(params, l);
-                    let f = rnn::cpu::forward(&layer, &w, &h);
+                    let terms: Vec<&[f32]> = (0..w.dirs.len()).filter_map(|d| term(l, d)).collect();
+                    let f = rnn::cpu::forward_given(&layer, &w, &h, &terms);
                     let next = f.y.clone();
                     blocks.push(BlockForward::Recurrent(std::mem::replace(&mut h, next), f));
                 }
@@ -475,6 +654,7 @@ pub mod cpu {
         Forward {
             grid,
             x,
+            cond,
             blocks,
             ro,
             ro2,
@@ -494,7 +674,7 @@ pub mod cpu {
         params: &[f32],
         images: &[u8],
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let f = forward(config, params, images);
+        let f = forward(config, params, images, None);
         let target = targets(images);
         let (nll, dlogits) = softmax_nll(&f.logits, &target, 1.0 / target.len() as f32);
         let (dparams, dx) = backward(config, params, &f, &dlogits);
@@ -509,7 +689,22 @@ pub mod cpu {
         images: &[u8],
         dlogits: &[f32],
     ) -> (Vec<f32>, Vec<f32>) {
-        backward(config, params, &forward(config, params, images), dlogits)
+        backward(config, params, &forward(config, params, images, None), dlogits)
+    }
+
+    /// [`backward_from_logits`] of a conditional model given the small images
+    /// `small`, also returning the gradient w.r.t. the encoded small images.
+    pub fn backward_from_logits_given(
+        config: &ModelConfig,
+        params: &[f32],
+        images: &[u8],
+        small: &[u8],
+        dlogits: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let f = forward(config, params, images, Some(small));
+        let (mut dparams, dx, dterms) = backward_terms(config, params, &f, dlogits);
+        let dsmall = conditioning_backward(config, params, &f, &dterms, &mut dparams);
+        (dparams, dx, dsmall)
     }
 
     fn backward(
@@ -518,7 +713,62 @@ pub mod cpu {
         f: &Forward,
         dlogits: &[f32],
     ) -> (Vec<f32>, Vec<f32>) {
+        let (mut dparams, dx, dterms) = backward_terms(config, params, f, dlogits);
+        if f.cond.is_some() {
+            conditioning_backward(config, params, f, &dterms, &mut dparams);
+        }
+        (dparams, dx)
+    }
+
+    /// Backward through the conditioning from the gradients of its terms, into
+    /// `dparams`; returns the gradient w.r.t. the encoded small images.
+    fn conditioning_backward(
+        config: &ModelConfig,
+        params: &[f32],
+        f: &Forward,
+        dterms: &[Vec<Vec<f32>>],
+        dparams: &mut [f32],
+    ) -> Vec<f32> {
         let layout = ParamLayout::new(config);
+        let c = f.cond.as_ref().expect("a conditional model");
+        let u = c.ups.last().expect("at least one upsampling layer");
+        let mut du = vec![0.0; u.len()];
+        for (convs, dts) in layout.cond.iter().zip(dterms) {
+            for (&i, dt) in convs.iter().zip(dts) {
+                let s = layout.convs[i].shape;
+                let (w, _) = layout.unpack(params, i);
+                let (dw, db) = conv::cpu::backward_params(&s, f.grid, u, dt);
+                layout.pack_into(dparams, i, &dw, &db);
+                let through = conv::cpu::backward_input(&s, f.grid, dt, &w);
+                du.iter_mut().zip(&through).for_each(|(a, b)| *a += b);
+            }
+        }
+        let shapes = config.upsampling();
+        let mut n = config.small.expect("a conditional model") << shapes.len();
+        for (j, d) in shapes.iter().enumerate().rev() {
+            n /= 2;
+            let dy = relu_backward(&du, &c.ups[j]);
+            let x = if j == 0 { &c.small } else { &c.ups[j - 1] };
+            let p = layout.upsampling_params(params, config, j);
+            let (dx, dp) = deconv::cpu::backward(d, n, x, p, &dy);
+            let at = layout.vectors[layout.upsampling[j]].offset;
+            dparams[at..][..dp.len()].copy_from_slice(&dp);
+            du = dx;
+        }
+        du
+    }
+
+    /// The backward pass down to the input, with the gradients of the conditioning
+    /// terms (per block and direction; empty for an unconditional model).
+    #[allow(clippy::type_complexity)]
+    fn backward_terms(
+        config: &ModelConfig,
+        params: &[f32],
+        f: &Forward,
+        dlogits: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<Vec<Vec<f32>>>) {
+        let layout = ParamLayout::new(config);
+        let mut dterms = vec![Vec::new(); layout.cond.len()];
         let mut dparams = vec![0.0; layout.len];
         let conv_back = |dparams: &mut [f32], i: usize, x: &[f32], dy: &[f32]| {
             let s = layout.convs[i].shape;
@@ -537,22 +787,29 @@ pub mod cpu {
                 (Block::Conv([c1, c2, c3]), BlockForward::Conv([r1, r2, r3])) => {
                     let d_r3 = conv_back(&mut dparams, *c3, r3, &dh);
                     let d_r2 = conv_back(&mut dparams, *c2, r2, &relu_backward(&d_r3, r3));
-                    let d_r1 = conv_back(&mut dparams, *c1, r1, &relu_backward(&d_r2, r2));
+                    let d_b1 = relu_backward(&d_r2, r2);
+                    let d_r1 = conv_back(&mut dparams, *c1, r1, &d_b1);
+                    if f.cond.is_some() {
+                        dterms[l].push(d_b1);
+                    }
                     let d_h = relu_backward(&d_r1, r1);
                     dh.iter_mut().zip(&d_h).for_each(|(a, b)| *a += b);
                 }
                 (Block::Recurrent { .. }, BlockForward::Recurrent(x, fl)) => {
                     let layer = config.rnn_layer(f.grid.batch).expect("a recurrent model");
                     let w = layout.rnn_weights(params, l);
-                    let (dx, grads) = rnn::cpu::backward(&layer, &w, x, fl, &dh);
+                    let (dx, grads, dpre) = rnn::cpu::backward_full(&layer, &w, x, fl, &dh);
                     layout.pack_rnn_into(&mut dparams, l, &grads);
+                    if f.cond.is_some() {
+                        dterms[l] = dpre;
+                    }
                     dh = dx;
                 }
                 _ => unreachable!("forward and layout blocks line up"),
             }
         }
         let dx = conv_back(&mut dparams, 0, &f.x, &dh);
-        (dparams, dx)
+        (dparams, dx, dterms)
     }
 }
 

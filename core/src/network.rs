@@ -2,6 +2,7 @@
 //! once, and a training step is one command buffer with no readback.
 
 use crate::conv::{ConvBuffers, ConvOp};
+use crate::deconv::{DeconvBuffers, DeconvOp};
 use crate::gpu::{self, Dispatch, Gpu, View};
 use crate::model::{encode_input, Block, ModelConfig, ParamLayout};
 use crate::ops::{self, Optimizer, OptimizerOp, LEVELS};
@@ -48,6 +49,16 @@ pub struct Network {
     pub moments: [wgpu::Buffer; 2],
     input: wgpu::Buffer,
     target: wgpu::Buffer,
+    /// A conditional model's encoded small images `[batch, s, s, C]`.
+    small: Option<wgpu::Buffer>,
+    /// Gradient w.r.t. the encoded small images (when built with `input_grad`).
+    pub dsmall: Option<wgpu::Buffer>,
+    /// A conditional model's terms, per block and LSTM direction, from the small
+    /// images: the launches that compute them (part of the forward pass too) and the
+    /// maps they fill.
+    cond_forward: Vec<Dispatch>,
+    /// The terms `[P, ch]` that [`Network::cond_dispatches`] computes.
+    pub cond_terms: Vec<Vec<View>>,
     /// Logits `[P, C * 256]` of the last forward pass.
     pub logits: wgpu::Buffer,
     /// NLL per sub-pixel `[P, C]` in nats, from the last loss pass.
@@ -180,6 +191,21 @@ impl Network {
         let mut conv_kernels = ConvKernels::default();
         let macs = |i: usize| layout.convs[i].shape.macs(p);
 
+        // A conditional model's upsampling of the small images and its terms.
+        let cond = config
+            .small
+            .map(|_| Conditioning::new(gpu, &config, &layout, batch, (&params_buf, &grads), mode));
+        let cond_forward = cond.as_ref().map_or(Vec::new(), |c| c.forward.clone());
+        forward.extend(cond_forward.iter().cloned());
+        let term = |l: usize, d: usize| cond.as_ref().map(|c| &c.terms[l][d]);
+        // The backward pass of term (l, d) from its gradient dy; the last block's
+        // first runs first and starts the upsampled maps' gradient.
+        let term_backward = |l: usize, d: usize, dy: &View| -> Vec<Dispatch> {
+            let first = l + 1 == layout.blocks.len() && d == 0;
+            cond.as_ref()
+                .map_or(Vec::new(), |c| c.term_backward(gpu, &layout, (l, d), dy, first))
+        };
+
         // h = conv7x7_A(x); its backward runs last.
         let hs = maps("h", 2 * h);
         let dx = mode.input_grad.then_some(&dinput);
@@ -211,6 +237,9 @@ impl Network {
 
                     forward.push(ops::relu(gpu, &hs, &r1));
                     forward.extend(c1.forward.iter().cloned());
+                    if let Some(t) = term(l, 0) {
+                        forward.push(ops::add_into(gpu, t, &b1));
+                    }
                     forward.push(ops::relu(gpu, &b1, &r2));
                     forward.extend(c2.forward.iter().cloned());
                     forward.push(ops::relu(gpu, &b2, &r3));
@@ -223,6 +252,7 @@ impl Network {
                         back.extend(c2.backward());
                         back.push(ops::relu_backward(gpu, &gh[0], &r2, &gh[1]));
                         back.extend(c1.backward());
+                        back.extend(term_backward(l, 0, &gh[1]));
                         back.push(ops::relu_backward(gpu, &g2h[0], &r1, &g2h[1]));
                         back.push(ops::add_into(gpu, &g2h[1], &dh));
                     }
@@ -266,6 +296,7 @@ impl Network {
                             out: &conv_param(*out),
                             dstream: Some(&dh).filter(|_| train),
                             scratch: Some(&g2h[0]).filter(|_| train),
+                            cond: cond.as_ref().map_or(&[], |c| &c.terms[l]),
                         },
                     );
                     for (shape, c) in &op.convs {
@@ -273,6 +304,11 @@ impl Network {
                     }
                     forward.extend(op.forward);
                     back.extend(op.backward);
+                    for (d, dpre) in op.dpre.iter().enumerate() {
+                        if train {
+                            back.extend(term_backward(l, d, dpre));
+                        }
+                    }
                     hs = next;
                 }
             }
@@ -308,6 +344,9 @@ impl Network {
                 backward.extend(back);
             }
             backward.append(&mut first_backward);
+            if let Some(c) = &cond {
+                backward.extend(c.backward.iter().cloned());
+            }
         }
 
         let optimizer = mode.optimizer.map(|o| {
@@ -332,6 +371,10 @@ impl Network {
             moments,
             input: input.buffer,
             target: target.buffer,
+            small: cond.as_ref().map(|c| c.small.buffer.clone()),
+            dsmall: cond.as_ref().and_then(|c| c.dsmall.as_ref().map(|v| v.buffer.clone())),
+            cond_forward,
+            cond_terms: cond.map_or(Vec::new(), |c| c.terms),
             logits: logits.buffer,
             nll: nll.buffer,
             dlogits: dlogits.buffer,
@@ -375,6 +418,42 @@ impl Network {
         let target: Vec<u32> = images.iter().map(|&v| v as u32).collect();
         q.write_buffer(&self.target, 0, bytemuck::cast_slice(&target));
         Ok(())
+    }
+
+    /// Uploads a conditional model's small images `[batch, s, s, C]`.
+    pub fn set_small(&self, small: &[u8]) -> Result<(), Error> {
+        let (Some(buffer), Some(s)) = (&self.small, self.config.small) else {
+            return Err(Error::Config(
+                "small images given to a model that is not conditioned on any".into(),
+            ));
+        };
+        let expected = self.batch * s * s * self.config.channels;
+        if small.len() != expected {
+            return Err(Error::Data(format!(
+                "batch of {} small-image bytes given, the network takes {expected}",
+                small.len()
+            )));
+        }
+        let q = &self.gpu.queue;
+        q.write_buffer(buffer, 0, bytemuck::cast_slice(&encode_input(small)));
+        Ok(())
+    }
+
+    /// Uploads `images` as [`Network::set_images`] does and, for a conditional model,
+    /// their subsampled small images: the images' own conditioning, as in training.
+    pub fn set_batch(&self, images: &[u8]) -> Result<(), Error> {
+        self.set_images(images)?;
+        if let Some(s) = self.config.small {
+            let c = self.config;
+            self.set_small(&crate::model::subsample(images, c.size, c.channels, s))?;
+        }
+        Ok(())
+    }
+
+    /// A conditional model's launches that compute [`Network::cond_terms`] from the
+    /// small images (empty for an unconditional model).
+    pub fn cond_dispatches(&self) -> &[Dispatch] {
+        &self.cond_forward
     }
 
     /// Submits the forward pass and the loss (NLL per sub-pixel into [`Network::nll`]).
@@ -447,8 +526,8 @@ impl Network {
         self.gpu.queue.submit([encoder.finish()]);
     }
 
-    /// NLL in nats of every sub-pixel of `images` (`[N, H, W, C]`, any N), batch by
-    /// batch; the last batch is padded with copies of its first image, whose losses
+    /// NLL in nats of every sub-pixel of `images` (`[N, H, W, C]`, any N; for a
+    /// conditional model, given their own subsampled small images), batch by batch; the last batch is padded with copies of its first image, whose losses
     /// are dropped. `progress(done, total)` is called after each batch.
     pub async fn nll_of(
         &self,
@@ -463,7 +542,7 @@ impl Network {
             while batch.len() < self.batch * dims {
                 batch.extend_from_slice(&chunk[..dims]);
             }
-            self.set_images(&batch)?;
+            self.set_batch(&batch)?;
             self.forward();
             out.extend(self.gpu.read(&self.nll, 0, chunk.len()).await?);
             progress(((done + 1) * self.batch).min(n), n);
@@ -498,5 +577,171 @@ impl Network {
                 .write_buffer(buf, 0, bytemuck::cast_slice(data));
         }
         Ok(())
+    }
+}
+
+/// A conditional model's conditioning on the GPU: the upsampling of the small images
+/// (transposed convolutions, each followed by a ReLU) and each block's 1x1
+/// convolutions of the result, the terms.
+#[derive(Debug)]
+struct Conditioning {
+    /// Encoded small images `[B, s, s, C]`.
+    small: View,
+    /// Their gradient (for tests of causality).
+    dsmall: Option<View>,
+    /// The upsampled maps `[B, n, n, h]` the terms read, and their gradient.
+    up: View,
+    dup: View,
+    /// Scratch for the gradient of one term's input.
+    scratch: View,
+    /// Per block and LSTM direction, the term `[P, ch]`.
+    terms: Vec<Vec<View>>,
+    /// The upsampling and the terms.
+    forward: Vec<Dispatch>,
+    /// The backward pass through the upsampling, once every term's has run.
+    backward: Vec<Dispatch>,
+    grid: crate::conv::Grid,
+    params: wgpu::Buffer,
+    grads: Option<wgpu::Buffer>,
+}
+
+impl Conditioning {
+    fn new(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        layout: &ParamLayout,
+        batch: usize,
+        (params, grads): (&wgpu::Buffer, &wgpu::Buffer),
+        mode: Mode,
+    ) -> Self {
+        let s = config.small.expect("a conditional model");
+        let grid = config.grid(batch);
+        let param_grads = mode.optimizer.is_some() || mode.param_grads;
+        let train = param_grads || mode.input_grad;
+        let maps = |label: &str, len: usize| View::whole(&gpu.zeros(label, len));
+        let grad_maps = |label: &str, len: usize| maps(label, if train { len } else { 1 });
+        let window = |buffer: &wgpu::Buffer, offset: usize, len: usize| View {
+            buffer: buffer.clone(),
+            offset,
+            len,
+        };
+        let c = config.channels;
+        let small = maps("small", batch * s * s * c);
+        let dsmall = mode
+            .input_grad
+            .then(|| maps("dsmall", batch * s * s * c));
+
+        // u_j = ReLU(deconv_j(u_{j-1})), u_0 the small images.
+        let mut forward = Vec::new();
+        let mut backward = Vec::new();
+        let (mut x, mut dx) = (small.clone(), dsmall.clone());
+        let mut n = s;
+        for (j, d) in config.upsampling().iter().enumerate() {
+            let m = 2 * n;
+            let len = batch * m * m * d.out_ch;
+            let (pre, u) = (maps("up pre", len), maps("up", len));
+            let (dpre, du) = (grad_maps("dup pre", len), grad_maps("dup", len));
+            let offset = layout.vectors[layout.upsampling[j]].offset;
+            let dparams = window(grads, offset, d.len());
+            let op = DeconvOp::new(
+                gpu,
+                d,
+                batch,
+                n,
+                &DeconvBuffers {
+                    x: &x,
+                    params: &window(params, offset, d.len()),
+                    y: &pre,
+                    dy: Some(&dpre).filter(|_| train),
+                    dparams: Some(&dparams).filter(|_| param_grads),
+                    dx: dx.as_ref().filter(|_| train),
+                },
+            );
+            forward.push(op.forward);
+            forward.push(ops::relu(gpu, &pre, &u));
+            if train {
+                let mut back = vec![ops::relu_backward(gpu, &du, &u, &dpre)];
+                back.extend(op.backward);
+                backward.splice(0..0, back);
+            }
+            (x, dx, n) = (u, Some(du), m);
+        }
+        let (up, dup) = (x, dx.expect("at least one upsampling layer"));
+
+        let mut terms = Vec::new();
+        for convs in &layout.cond {
+            let mut block = Vec::new();
+            for &i in convs {
+                let t = maps("term", grid.pixels() * layout.convs[i].shape.out_ch);
+                let op = ConvOp::new(
+                    gpu,
+                    &layout.convs[i],
+                    grid,
+                    &ConvBuffers {
+                        x: &up,
+                        params: &window(params, layout.offsets[i], layout.convs[i].len()),
+                        y: &t,
+                        dy: None,
+                        dparams: None,
+                        dx: None,
+                    },
+                );
+                forward.extend(op.forward.iter().cloned());
+                block.push(t);
+            }
+            terms.push(block);
+        }
+        Self {
+            small,
+            dsmall,
+            scratch: grad_maps("dup scratch", up.len),
+            up,
+            dup,
+            terms,
+            forward,
+            backward,
+            grid,
+            params: params.clone(),
+            grads: param_grads.then(|| grads.clone()),
+        }
+    }
+
+    /// The backward pass of term `(l, d)` (block, direction) from its gradient `dy`:
+    /// its weight gradients, and its input's gradient into that of the upsampled
+    /// maps, which the `first` term to run starts and the others add to.
+    fn term_backward(
+        &self,
+        gpu: &Gpu,
+        layout: &ParamLayout,
+        (l, d): (usize, usize),
+        dy: &View,
+        first: bool,
+    ) -> Vec<Dispatch> {
+        let i = layout.cond[l][d];
+        let window = |buffer: &wgpu::Buffer| View {
+            buffer: buffer.clone(),
+            offset: layout.offsets[i],
+            len: layout.convs[i].len(),
+        };
+        let dparams = self.grads.as_ref().map(window);
+        let dx = if first { &self.dup } else { &self.scratch };
+        let op = ConvOp::new(
+            gpu,
+            &layout.convs[i],
+            self.grid,
+            &ConvBuffers {
+                x: &self.up,
+                params: &window(&self.params),
+                y: &self.terms[l][d],
+                dy: Some(dy),
+                dparams: dparams.as_ref(),
+                dx: Some(dx),
+            },
+        );
+        let mut back = op.backward();
+        if !first {
+            back.push(ops::add_into(gpu, &self.scratch, &self.dup));
+        }
+        back
     }
 }

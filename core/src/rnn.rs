@@ -172,6 +172,13 @@ pub mod cpu {
 
     /// The layer over its input `x` `[P, 2h]`.
     pub fn forward(layer: &Layer, w: &Weights, x: &[f32]) -> Forward {
+        forward_given(layer, w, x, &[])
+    }
+
+    /// The layer over `x` with, when `terms` is not empty, `terms[d]` (`[P, 4n]`,
+    /// a conditional model's conditioning) added to direction d's input-to-state
+    /// term.
+    pub fn forward_given(layer: &Layer, w: &Weights, x: &[f32], terms: &[&[f32]]) -> Forward {
         let g = layer.grid;
         let sc = layer.scan();
         let n = layer.hidden;
@@ -179,6 +186,9 @@ pub mod cpu {
         let mut states = Vec::new();
         for (d, dir) in w.dirs.iter().enumerate() {
             let mut pre = conv::cpu::forward(&layer.kis(), g, x, &dir.kis.0, &dir.kis.1);
+            if let Some(t) = terms.get(d) {
+                pre.iter_mut().zip(*t).for_each(|(a, b)| *a += b);
+            }
             let skews = layer.skews(d);
             if let Some((s, _)) = &skews {
                 pre = skew::cpu::skew(s, &pre);
@@ -206,6 +216,19 @@ pub mod cpu {
         f: &Forward,
         dy: &[f32],
     ) -> (Vec<f32>, Weights) {
+        let (dx, grads, _) = backward_full(layer, w, x, f, dy);
+        (dx, grads)
+    }
+
+    /// [`backward`], also returning each direction's gradient w.r.t. its
+    /// input-to-state term `[P, 4n]` (that of a conditioning term added to it).
+    pub fn backward_full(
+        layer: &Layer,
+        w: &Weights,
+        x: &[f32],
+        f: &Forward,
+        dy: &[f32],
+    ) -> (Vec<f32>, Weights, Vec<Vec<f32>>) {
         let g = layer.grid;
         let sc = layer.scan();
         let n = layer.hidden;
@@ -216,6 +239,7 @@ pub mod cpu {
             out: conv::cpu::backward_params(&out, g, &f.h, dy),
         };
         let mut dx = dy.to_vec();
+        let mut dpres = Vec::new();
         for (d, dir) in w.dirs.iter().enumerate() {
             let skews = layer.skews(d);
             let dh_d = match &skews {
@@ -237,8 +261,9 @@ pub mod cpu {
                 kss: back.kss,
                 init: [back.h0, back.c0].concat(),
             });
+            dpres.push(dpre);
         }
-        (dx, grads)
+        (dx, grads, dpres)
     }
 }
 
@@ -278,6 +303,9 @@ pub struct LayerBuffers<'a> {
     pub dstream: Option<&'a View>,
     /// Scratch `[P, 2h]` for a backward pass.
     pub scratch: Option<&'a View>,
+    /// A conditional model's terms `[P, 4n]`, one per direction, added to the
+    /// input-to-state terms (empty for an unconditional model).
+    pub cond: &'a [View],
 }
 
 /// A recurrent layer recorded on the GPU.
@@ -289,6 +317,9 @@ pub struct LayerOp {
     pub backward: Vec<Dispatch>,
     /// The layer's convolutions with their shapes, for benchmarks.
     pub convs: Vec<(ConvShape, ConvOp)>,
+    /// Each direction's gradient w.r.t. its input-to-state term `[P, 4n]`, set by
+    /// the backward pass (that of a conditioning term added to it).
+    pub dpre: Vec<View>,
 }
 
 impl LayerOp {
@@ -339,6 +370,7 @@ impl LayerOp {
             Some(&dh).filter(|_| train),
         );
         let mut dir_backward = Vec::new();
+        let mut dpres = Vec::new();
 
         for (d, params) in b.dirs.iter().enumerate() {
             let skews = layer.skews(d);
@@ -353,6 +385,9 @@ impl LayerOp {
                 b.scratch,
             );
             forward.extend(kis.forward.iter().cloned());
+            if let Some(term) = b.cond.get(d) {
+                forward.push(ops::add_into(gpu, term, &pre_image));
+            }
 
             // Step-major pre-activations: the conv output itself for rows, skewed for
             // diagonals (with their own gradient buffers).
@@ -429,6 +464,7 @@ impl LayerOp {
             }
             dir_backward.push(back);
             convs.push((layer.kis(), kis));
+            dpres.push(dpre_image);
         }
 
         forward.extend(out.forward.iter().cloned());
@@ -444,6 +480,7 @@ impl LayerOp {
             forward,
             backward,
             convs,
+            dpre: dpres,
         }
     }
 }

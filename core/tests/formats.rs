@@ -18,6 +18,7 @@ fn config() -> ModelConfig {
         layers: 2,
         hidden: 12,
         out_hidden: 8,
+        small: None,
     }
 }
 

@@ -19,7 +19,31 @@ fn small(arch: Arch, channels: usize) -> ModelConfig {
         layers: 2,
         hidden: 12,
         out_hidden: 16,
+        small: None,
     }
+}
+
+/// `small(arch, channels)` conditioned on a 3x3 small image (one upsampling layer).
+fn conditional(arch: Arch, channels: usize) -> ModelConfig {
+    ModelConfig {
+        small: Some(3),
+        ..small(arch, channels)
+    }
+}
+
+/// Every model, grey and RGB, unconditional and conditional, and one conditioned on a
+/// 2x2 image through two upsampling layers.
+fn configs() -> Vec<ModelConfig> {
+    let mut all: Vec<ModelConfig> = Arch::ALL
+        .into_iter()
+        .flat_map(|a| [small(a, 1), small(a, 3), conditional(a, 1), conditional(a, 3)])
+        .collect();
+    all.push(ModelConfig {
+        size: 8,
+        small: Some(2),
+        ..small(Arch::RowLstm, 1)
+    });
+    all
 }
 
 /// Random parameters with non-zero biases and initial states, so that no path is
@@ -47,8 +71,8 @@ fn random_params(config: &ModelConfig, seed: u64) -> Vec<f32> {
 #[test]
 fn gpu_loss_and_gradients_match_cpu_reference() {
     let gpu = gpu();
-    for (arch, channels) in Arch::ALL.into_iter().flat_map(|a| [(a, 1), (a, 3)]) {
-        let config = small(arch, channels);
+    for config in configs() {
+        let (arch, channels) = (config.arch, config.channels);
         let params = random_params(&config, 5);
         let batch = 2;
         let images = bytes(&mut rng(9), batch * config.dims());
@@ -58,7 +82,7 @@ fn gpu_loss_and_gradients_match_cpu_reference() {
             ..Mode::default()
         };
         let net = Network::new(&gpu, config, batch, &params, mode).unwrap();
-        net.set_images(&images).unwrap();
+        net.set_batch(&images).unwrap();
         net.loss_and_grad();
 
         let read = |b: &wgpu::Buffer| pollster::block_on(gpu.read_all(b)).unwrap();
@@ -67,10 +91,29 @@ fn gpu_loss_and_gradients_match_cpu_reference() {
             rel: 1e-3,
             abs: 1e-6,
         };
-        let what = |name: &str| format!("{arch}, C = {channels}: {name}");
+        let what = |name: &str| format!("{arch}, C = {channels}, small {:?}: {name}", config.small);
         KERNEL.assert(&what("nll"), &read(&net.nll), &nll);
         tol.assert(&what("dparams"), &read(&net.grads), &dparams);
         tol.assert(&what("dinput"), &read(&net.dinput)[..dx.len()], &dx);
+
+        // A conditional model's gradient w.r.t. its small images, from the same loss.
+        if let Some(s) = config.small {
+            let small_images = model::subsample(&images, config.size, channels, s);
+            let logits = model::cpu::logits_given(&config, &params, &images, &small_images);
+            let targets = model::cpu::targets(&images);
+            let scale = 1.0 / targets.len() as f32;
+            let (_, dlogits) = pixelrnn::ops::cpu::softmax_nll(&logits, &targets, scale);
+            let (_, _, dsmall) = model::cpu::backward_from_logits_given(
+                &config,
+                &params,
+                &images,
+                &small_images,
+                &dlogits,
+            );
+            let got = read(net.dsmall.as_ref().expect("a small-image gradient"));
+            tol.assert(&what("dsmall"), &got, &dsmall);
+            assert!(dsmall.iter().any(|&d| d != 0.0), "{}", what("dsmall is zero"));
+        }
     }
 }
 
@@ -78,8 +121,8 @@ fn gpu_loss_and_gradients_match_cpu_reference() {
 /// NLL, on a sample of parameters from every tensor.
 #[test]
 fn cpu_model_gradients_match_finite_differences() {
-    for arch in Arch::ALL {
-        let config = small(arch, 3);
+    for config in Arch::ALL.into_iter().flat_map(|a| [small(a, 3), conditional(a, 3)]) {
+        let arch = config.arch;
         let params = random_params(&config, 21);
         let images = bytes(&mut rng(22), config.dims());
         let layout = ParamLayout::new(&config);
@@ -141,15 +184,15 @@ fn cpu_model_gradients_match_finite_differences() {
             let close = |e: &f64| (g - *e as f32).abs() <= fd.abs + fd.rel * (*e as f32).abs();
             assert!(
                 estimates.iter().any(close),
-                "{arch}: {name} value {k}: gradient {g}, finite differences {estimates:?}"
+                "{arch}, small {:?}: {name} value {k}: gradient {g}, finite differences \
+                 {estimates:?}",
+                config.small
             );
         }
-        let vectors = if arch == Arch::PixelCnn {
-            0
-        } else {
-            3 * layout.vectors.len()
-        };
-        assert_eq!(indices.len(), 4 * layout.convs.len() + vectors);
+        assert_eq!(
+            indices.len(),
+            4 * layout.convs.len() + 3 * layout.vectors.len()
+        );
     }
 }
 

@@ -273,6 +273,7 @@ fn gpu_layer_matches_cpu() {
                 out: &out,
                 dstream: Some(&dstream),
                 scratch: Some(&scratch),
+                cond: &[],
             },
         );
         submit(&g, &[&op.forward, &op.backward]);

@@ -166,6 +166,7 @@ fn completion_draws_from_conditionals(arch: Arch) {
         layers: 1,
         hidden: 12,
         out_hidden: 16,
+        small: None,
     };
     let params = init_params(&config, 11);
     let g = gpu();
@@ -253,6 +254,7 @@ fn stepwise_completion_matches_one_go() {
         layers: 1,
         hidden: 8,
         out_hidden: 8,
+        small: None,
     };
     let params = init_params(&config, 2);
     let g = gpu();
@@ -285,6 +287,7 @@ fn incremental_sampler_matches_the_plain_one() {
             layers: 2,
             hidden: 12,
             out_hidden: 16,
+            small: None,
         };
         // Non-zero initial LSTM states, so that the first row's steps read them.
         let mut params = init_params(&config, 4);

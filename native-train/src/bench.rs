@@ -39,6 +39,7 @@ fn shape(arch: Arch, a: &BenchArgs) -> ModelConfig {
         layers: a.layers,
         hidden: a.hidden,
         out_hidden: a.out_hidden,
+        small: None,
     }
 }
 

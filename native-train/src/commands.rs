@@ -106,6 +106,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             layers: a.layers,
             hidden: a.hidden,
             out_hidden: a.out_hidden,
+            small: None,
         },
     };
     config.validate()?;
