@@ -380,7 +380,12 @@ impl ParamLayout {
     }
 
     /// Upsampling layer `j`'s weights then bias, as one slice of `flat`.
-    pub fn upsampling_params<'a>(&self, flat: &'a [f32], config: &ModelConfig, j: usize) -> &'a [f32] {
+    pub fn upsampling_params<'a>(
+        &self,
+        flat: &'a [f32],
+        config: &ModelConfig,
+        j: usize,
+    ) -> &'a [f32] {
         let len = config.upsampling()[j].len();
         &flat[self.vectors[self.upsampling[j]].offset..][..len]
     }
@@ -689,7 +694,12 @@ pub mod cpu {
         images: &[u8],
         dlogits: &[f32],
     ) -> (Vec<f32>, Vec<f32>) {
-        backward(config, params, &forward(config, params, images, None), dlogits)
+        backward(
+            config,
+            params,
+            &forward(config, params, images, None),
+            dlogits,
+        )
     }
 
     /// [`backward_from_logits`] of a conditional model given the small images

@@ -202,8 +202,9 @@ impl Network {
         // first runs first and starts the upsampled maps' gradient.
         let term_backward = |l: usize, d: usize, dy: &View| -> Vec<Dispatch> {
             let first = l + 1 == layout.blocks.len() && d == 0;
-            cond.as_ref()
-                .map_or(Vec::new(), |c| c.term_backward(gpu, &layout, (l, d), dy, first))
+            cond.as_ref().map_or(Vec::new(), |c| {
+                c.term_backward(gpu, &layout, (l, d), dy, first)
+            })
         };
 
         // h = conv7x7_A(x); its backward runs last.
@@ -372,7 +373,9 @@ impl Network {
             input: input.buffer,
             target: target.buffer,
             small: cond.as_ref().map(|c| c.small.buffer.clone()),
-            dsmall: cond.as_ref().and_then(|c| c.dsmall.as_ref().map(|v| v.buffer.clone())),
+            dsmall: cond
+                .as_ref()
+                .and_then(|c| c.dsmall.as_ref().map(|v| v.buffer.clone())),
             cond_forward,
             cond_terms: cond.map_or(Vec::new(), |c| c.terms),
             logits: logits.buffer,
@@ -627,9 +630,7 @@ impl Conditioning {
         };
         let c = config.channels;
         let small = maps("small", batch * s * s * c);
-        let dsmall = mode
-            .input_grad
-            .then(|| maps("dsmall", batch * s * s * c));
+        let dsmall = mode.input_grad.then(|| maps("dsmall", batch * s * s * c));
 
         // u_j = ReLU(deconv_j(u_{j-1})), u_0 the small images.
         let mut forward = Vec::new();

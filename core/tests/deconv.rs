@@ -94,7 +94,10 @@ fn cpu_deconv_backward_matches_finite_differences() {
         let weights = uniform(&mut r, m * m * s.out_ch);
         let loss = |x: &[f32], p: &[f32]| -> f64 {
             let y = deconv::cpu::forward(&s, n, x, p);
-            y.iter().zip(&weights).map(|(&a, &b)| a as f64 * b as f64).sum()
+            y.iter()
+                .zip(&weights)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum()
         };
         let (dx, dp) = deconv::cpu::backward(&s, n, &x, &params, &weights);
         let eps = 1e-2f32;
@@ -109,7 +112,12 @@ fn cpu_deconv_backward_matches_finite_differences() {
             let (mut a, mut b) = (x.clone(), x.clone());
             a[j] += eps;
             b[j] -= eps;
-            check(&format!("dx[{j}]"), dx[j], loss(&a, &params), loss(&b, &params));
+            check(
+                &format!("dx[{j}]"),
+                dx[j],
+                loss(&a, &params),
+                loss(&b, &params),
+            );
         }
         for j in 0..params.len() {
             let (mut a, mut b) = (params.clone(), params.clone());

@@ -36,7 +36,14 @@ fn conditional(arch: Arch, channels: usize) -> ModelConfig {
 fn configs() -> Vec<ModelConfig> {
     let mut all: Vec<ModelConfig> = Arch::ALL
         .into_iter()
-        .flat_map(|a| [small(a, 1), small(a, 3), conditional(a, 1), conditional(a, 3)])
+        .flat_map(|a| {
+            [
+                small(a, 1),
+                small(a, 3),
+                conditional(a, 1),
+                conditional(a, 3),
+            ]
+        })
         .collect();
     all.push(ModelConfig {
         size: 8,
@@ -112,7 +119,11 @@ fn gpu_loss_and_gradients_match_cpu_reference() {
             );
             let got = read(net.dsmall.as_ref().expect("a small-image gradient"));
             tol.assert(&what("dsmall"), &got, &dsmall);
-            assert!(dsmall.iter().any(|&d| d != 0.0), "{}", what("dsmall is zero"));
+            assert!(
+                dsmall.iter().any(|&d| d != 0.0),
+                "{}",
+                what("dsmall is zero")
+            );
         }
     }
 }
@@ -121,7 +132,10 @@ fn gpu_loss_and_gradients_match_cpu_reference() {
 /// NLL, on a sample of parameters from every tensor.
 #[test]
 fn cpu_model_gradients_match_finite_differences() {
-    for config in Arch::ALL.into_iter().flat_map(|a| [small(a, 3), conditional(a, 3)]) {
+    for config in Arch::ALL
+        .into_iter()
+        .flat_map(|a| [small(a, 3), conditional(a, 3)])
+    {
         let arch = config.arch;
         let params = random_params(&config, 21);
         let images = bytes(&mut rng(22), config.dims());
@@ -209,6 +223,9 @@ struct Dependence {
     any: Vec<Vec<bool>>,
     all: Vec<Vec<bool>>,
     dead: usize,
+    /// For a conditional model, `small[t][j]` when a logit of sub-pixel t depends on
+    /// sub-pixel j of the small image.
+    small: Vec<Vec<bool>>,
 }
 
 /// The 256 logits of one sub-pixel are differentiated at once, one per image of a
@@ -230,12 +247,14 @@ fn dependence(
         ..Mode::default()
     };
     let net = Network::new(&gpu, *config, batch, params, mode).unwrap();
-    net.set_images(&image.repeat(batch)).unwrap();
+    net.set_batch(&image.repeat(batch)).unwrap();
     let dims = config.dims();
+    let small_dims = config.small.map_or(0, |s| s * s * config.channels);
     let mut dep = Dependence {
         any: vec![vec![false; dims]; dims],
         all: vec![vec![true; dims]; dims],
         dead: 0,
+        small: vec![vec![false; small_dims]; dims],
     };
     for target in 0..dims {
         // Image b back-propagates from logit b of the target sub-pixel.
@@ -247,6 +266,14 @@ fn dependence(
             .write_buffer(&net.dlogits, 0, bytemuck::cast_slice(&dlogits));
         net.backward_from_dlogits();
         let dx = pollster::block_on(gpu.read_all(&net.dinput)).unwrap();
+        if let Some(dsmall) = &net.dsmall {
+            let ds = pollster::block_on(gpu.read_all(dsmall)).unwrap();
+            for seen in ds.chunks(small_dims) {
+                for (j, &d) in seen.iter().enumerate() {
+                    dep.small[target][j] |= d != 0.0;
+                }
+            }
+        }
         for b in 0..batch {
             let seen = &dx[b * dims..][..dims];
             if seen.iter().all(|&d| d == 0.0) {
@@ -443,6 +470,44 @@ fn gpu_models_are_causal_and_see_their_context() {
                 "tap {t} of {k}x{k} is {dy},{dx}"
             );
         }
+    }
+}
+
+/// A conditional model (the Multi-Scale PixelRNN's second stage) may see the whole
+/// small image, but the full image only through its masks: no logit has a non-zero
+/// derivative towards its own or a later sub-pixel of the full image; every
+/// sub-pixel of the small image is seen by some logit, the first sub-pixel's logits
+/// (which see nothing of the full image) see the small image, and pixel (1, 1) sees
+/// the small pixel of full pixel (2, 2), a future the conditioning reveals.
+#[test]
+fn gpu_conditional_models_are_causal_and_see_the_small_image() {
+    for arch in Arch::ALL {
+        let config = conditional(arch, 3);
+        let params = random_params(&config, 33);
+        let dep = dependence(&config, &live_output(&config, &params), None, false);
+        let name = format!("conditional {arch}");
+        if let Some((t, i)) = dep.first_leak() {
+            panic!("{name}: a logit of sub-pixel {t} depends on input sub-pixel {i}");
+        }
+        let s = config.small.unwrap();
+        let c = config.channels;
+        for j in 0..s * s * c {
+            assert!(
+                dep.small.iter().any(|seen| seen[j]),
+                "{name}: no logit sees small-image sub-pixel {j}"
+            );
+        }
+        assert!(
+            dep.small[0].iter().any(|&d| d),
+            "{name}: the first sub-pixel does not see the small image"
+        );
+        // Small pixel (1, 1) is full pixel (2, 2), after pixel (1, 1), whose term
+        // the upsampling computes from it.
+        let ahead = (s + 1) * c;
+        assert!(
+            (0..c).any(|k| dep.small[order(1, 1, k, &config)][ahead]),
+            "{name}: pixel (1, 1) does not see small pixel (1, 1)"
+        );
     }
 }
 
