@@ -77,8 +77,8 @@ pub mod cpu {
         for b in 0..batch {
             for oy in 0..m {
                 for ox in 0..m {
-                    for co in 0..s.out_ch {
-                        let mut acc = bias[co];
+                    for (co, &b0) in bias.iter().enumerate() {
+                        let mut acc = b0;
                         for ky in 0..s.k {
                             let Some(iy) = s.source(oy, ky, n) else {
                                 continue;
