@@ -96,6 +96,8 @@ impl IncrementalSampler {
             done: 0,
             op,
         };
+        // A conditional model's terms, from the small images the caller has set.
+        gpu::submit(gpu, &[net.cond_dispatches()]);
         if config.arch == Arch::PixelCnn {
             let step = vec![pixelcnn_step(net, &images, &op), op.advance.clone()];
             return Ok(sampler(step, Vec::new(), op));
@@ -131,7 +133,7 @@ impl IncrementalSampler {
             .rnn_layer(batch)
             .filter(|l| l.kind == Kind::Diagonal)
             .map(|l| View::whole(&gpu.zeros("zero pre", l.scan().positions() * 4 * h)));
-        for block in &layout.blocks {
+        for (l, block) in layout.blocks.iter().enumerate() {
             let next = maps("h", 2 * h);
             match block {
                 Block::Conv(_) => unreachable!("a PixelCNN step is one launch"),
@@ -151,7 +153,8 @@ impl IncrementalSampler {
                         let (kss, init) =
                             (param(kss.offset, kss.len), param(init.offset, init.len));
                         let pre = maps("pre", 4 * h);
-                        step.push(at(dir.kis, &stream, &pre, false, None));
+                        let term = net.cond_terms.get(l).map(|t| &t[d]);
+                        step.push(at(dir.kis, &stream, &pre, false, term));
                         let (gates, c, hs) = match layer.kind {
                             Kind::Row => (maps("gates", 4 * h), maps("c", h), states.clone()),
                             Kind::Diagonal => {
@@ -372,11 +375,12 @@ fn pixelcnn_step(net: &Network, images: &[u8], op: &DrawOp) -> Dispatch {
         arena_len += pixels * ch;
         at as u32
     };
+    // The header, then each convolution's entry; the count is set at the end.
     let mut table = vec![
         config.size as u32,
         config.size as u32,
         config.channels as u32,
-        convs.len() as u32,
+        0,
         STEP_IMAGES as u32,
     ];
     let mut conv = |i: usize, input: u32, relu_in: bool, residual: Option<u32>, output: u32| {
@@ -400,20 +404,29 @@ fn pixelcnn_step(net: &Network, images: &[u8], op: &DrawOp) -> Dispatch {
         output
     };
 
+    // A conditional model's terms, copied into the arena after the input.
+    let terms: Vec<(u32, &View)> = net
+        .cond_terms
+        .iter()
+        .map(|t| (map(t[0].len / pixels), &t[0]))
+        .collect();
+
     // The same convolutions, in the same order, as the network's forward pass.
     let h = config.hidden;
     let mut stream = conv(0, 0, false, None, map(2 * h));
-    for block in &net.layout.blocks {
+    for (l, block) in net.layout.blocks.iter().enumerate() {
         let &Block::Conv([c1, c2, c3]) = block else {
             unreachable!("a PixelCNN has only convolution blocks")
         };
-        let b1 = conv(c1, stream, true, None, map(h));
+        let term = terms.get(l).map(|t| t.0);
+        let b1 = conv(c1, stream, true, term, map(h));
         let b2 = conv(c2, b1, true, None, map(h));
         stream = conv(c3, b2, true, Some(stream), map(2 * h));
     }
     let n = convs.len();
     let o1 = conv(n - 2, stream, true, None, map(config.out_hidden));
     conv(n - 1, o1, true, None, NO_MAP);
+    table[3] = ((table.len() - 5) / 12) as u32;
 
     let arena = gpu.zeros("arena", arena_len);
     gpu.queue.write_buffer(
@@ -421,6 +434,18 @@ fn pixelcnn_step(net: &Network, images: &[u8], op: &DrawOp) -> Dispatch {
         0,
         bytemuck::cast_slice(&crate::model::encode_input(images)),
     );
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    for (at, t) in &terms {
+        let bytes = (t.len * 4) as u64;
+        encoder.copy_buffer_to_buffer(
+            &t.buffer,
+            (t.offset * 4) as u64,
+            &arena,
+            *at as u64 * 4,
+            bytes,
+        );
+    }
+    gpu.queue.submit([encoder.finish()]);
     let table = gpu.buffer_from("step table", bytemuck::cast_slice(&table));
     let whole = View::whole;
     Dispatch::new(

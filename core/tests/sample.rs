@@ -274,12 +274,16 @@ fn stepwise_completion_matches_one_go() {
 }
 
 /// For the same weights, seed and temperature, the incremental sampler draws exactly
-/// the images the plain one draws, for all three models, grey and RGB, sampling and
-/// completing a hole (with known sub-pixels after it).
+/// the images the plain one draws, for all three models, grey and RGB, unconditional
+/// and conditioned on a small image, sampling and completing a hole (with known
+/// sub-pixels after it).
 #[test]
 fn incremental_sampler_matches_the_plain_one() {
     let g = gpu();
-    for (arch, channels) in Arch::ALL.into_iter().flat_map(|a| [(a, 1), (a, 3)]) {
+    let variants = Arch::ALL
+        .into_iter()
+        .flat_map(|a| [(a, 1, None), (a, 3, None), (a, 1, Some(3)), (a, 3, Some(3))]);
+    for (arch, channels, small) in variants {
         let config = ModelConfig {
             arch,
             channels,
@@ -287,7 +291,7 @@ fn incremental_sampler_matches_the_plain_one() {
             layers: 2,
             hidden: 12,
             out_hidden: 16,
-            small: None,
+            small,
         };
         // Non-zero initial LSTM states, so that the first row's steps read them.
         let mut params = init_params(&config, 4);
@@ -301,6 +305,10 @@ fn incremental_sampler_matches_the_plain_one() {
         let batch = 10;
         let dims = config.dims();
         let net = Network::new(&g, config, batch, &params, Mode::default()).unwrap();
+        if let Some(s) = small {
+            net.set_small(&bytes(&mut rng(7), batch * s * s * channels))
+                .unwrap();
+        }
         let original = bytes(&mut rng(8), batch * dims);
         let hole = Occlusion::Rect {
             x: 1,
@@ -330,7 +338,8 @@ fn incremental_sampler_matches_the_plain_one() {
                 assert_eq!(
                     differ,
                     0,
-                    "{arch}, C = {channels}, T = {temperature}, {} known: {differ} sub-pixels differ",
+                    "{arch}, C = {channels}, small {small:?}, T = {temperature}, {} known: \
+                     {differ} sub-pixels differ",
                     known.iter().filter(|&&k| k).count()
                 );
                 for (i, (&v, &k)) in got.iter().zip(&known).enumerate() {
