@@ -43,6 +43,10 @@ pub struct Checkpoint {
     pub optimizer: Option<OptimizerState>,
     /// Free-form string metadata (dataset, seed, test bits/dim, ...).
     pub info: HashMap<String, String>,
+    /// A Multi-Scale PixelRNN's first stage, the unconditional model of the small
+    /// images (its tensors and keys are stored under [`STAGE1`]); this checkpoint's
+    /// own model is then the second stage, conditioned on them.
+    pub stage1: Option<Box<Checkpoint>>,
 }
 
 /// `[T, C_in, C_out]` causal taps to a full `[C_out, C_in, k, k]` kernel.
@@ -107,8 +111,9 @@ fn named_tensors(
     out
 }
 
-/// Metadata keys that describe the model; the rest is free-form [`Checkpoint::info`].
-const MODEL_KEYS: [&str; 9] = [
+/// Metadata keys that describe a model (each also under the first stage's prefix);
+/// the rest is free-form [`Checkpoint::info`].
+const MODEL_KEYS: [&str; 10] = [
     "format",
     "model",
     "channels",
@@ -116,28 +121,24 @@ const MODEL_KEYS: [&str; 9] = [
     "layers",
     "hidden",
     "out_hidden",
+    "small",
     "optimizer",
     "optimizer_step",
 ];
 
+/// The prefix of a Multi-Scale PixelRNN's first stage, on its metadata keys and
+/// tensor names.
+pub const STAGE1: &str = "stage1.";
+
 impl Checkpoint {
     /// Serialises to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
-        let c = &self.config;
-        let mut tensors = named_tensors(c, &self.params, "");
+        let mut tensors = Vec::new();
         let mut meta = self.info.clone();
         meta.insert("format".into(), FORMAT.into());
-        meta.insert("model".into(), c.arch.name().into());
-        meta.insert("channels".into(), c.channels.to_string());
-        meta.insert("size".into(), c.size.to_string());
-        meta.insert("layers".into(), c.layers.to_string());
-        meta.insert("hidden".into(), c.hidden.to_string());
-        meta.insert("out_hidden".into(), c.out_hidden.to_string());
-        if let Some(o) = &self.optimizer {
-            meta.insert("optimizer".into(), o.name.clone());
-            meta.insert("optimizer_step".into(), o.step.to_string());
-            tensors.extend(named_tensors(c, &o.m, "optimizer.m."));
-            tensors.extend(named_tensors(c, &o.v, "optimizer.v."));
+        self.describe("", &mut meta, &mut tensors);
+        if let Some(stage1) = &self.stage1 {
+            stage1.describe(STAGE1, &mut meta, &mut tensors);
         }
         let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
             .into_iter()
@@ -152,6 +153,35 @@ impl Checkpoint {
             .map_err(|e| Error::Config(format!("cannot build tensor: {e}")))?;
         safetensors::serialize(views, Some(meta))
             .map_err(|e| Error::Config(format!("cannot serialise checkpoint: {e}")))
+    }
+
+    /// This checkpoint's model keys and tensors (not its first stage's), under
+    /// `prefix`.
+    #[allow(clippy::type_complexity)]
+    fn describe(
+        &self,
+        prefix: &str,
+        meta: &mut HashMap<String, String>,
+        tensors: &mut Vec<(String, Vec<usize>, Vec<f32>)>,
+    ) {
+        let c = &self.config;
+        let mut put = |key: &str, value: String| meta.insert(format!("{prefix}{key}"), value);
+        put("model", c.arch.name().into());
+        put("channels", c.channels.to_string());
+        put("size", c.size.to_string());
+        put("layers", c.layers.to_string());
+        put("hidden", c.hidden.to_string());
+        put("out_hidden", c.out_hidden.to_string());
+        if let Some(s) = c.small {
+            put("small", s.to_string());
+        }
+        tensors.extend(named_tensors(c, &self.params, prefix));
+        if let Some(o) = &self.optimizer {
+            put("optimizer", o.name.clone());
+            put("optimizer_step", o.step.to_string());
+            tensors.extend(named_tensors(c, &o.m, &format!("{prefix}optimizer.m.")));
+            tensors.extend(named_tensors(c, &o.v, &format!("{prefix}optimizer.v.")));
+        }
     }
 
     /// Parses safetensors bytes; `path` only names the file in errors.
@@ -170,14 +200,46 @@ impl Checkpoint {
                 "not a pixelrnn checkpoint (no format=pixelrnn metadata)".into(),
             ));
         }
-        let model = meta.get("model").map(String::as_str).unwrap_or("?");
+        let mut checkpoint = Self::read_stage(&meta, &tensors, "", &fail)?;
+        if meta.contains_key(&format!("{STAGE1}model")) {
+            let stage1 = Self::read_stage(&meta, &tensors, STAGE1, &fail)?;
+            let (s, c) = (stage1.config, checkpoint.config);
+            if c.small != Some(s.size) || s.channels != c.channels || s.small.is_some() {
+                return Err(fail(format!(
+                    "the first stage models {}x{} images, the second is conditioned on {}",
+                    s.size,
+                    s.size,
+                    c.small.map_or("none".into(), |v| format!("{v}x{v}"))
+                )));
+            }
+            checkpoint.stage1 = Some(Box::new(stage1));
+        }
+        checkpoint.info = meta
+            .into_iter()
+            .filter(|(k, _)| {
+                let k = k.strip_prefix(STAGE1).unwrap_or(k);
+                !MODEL_KEYS.contains(&k)
+            })
+            .collect();
+        Ok(checkpoint)
+    }
+
+    /// The model whose keys and tensors are under `prefix` (no info, no first stage).
+    fn read_stage(
+        meta: &HashMap<String, String>,
+        tensors: &SafeTensors<'_>,
+        prefix: &str,
+        fail: &dyn Fn(String) -> Error,
+    ) -> Result<Self, Error> {
+        let key = |k: &str| format!("{prefix}{k}");
+        let model = meta.get(&key("model")).map(String::as_str).unwrap_or("?");
         let arch: Arch = model
             .parse()
             .map_err(|_| fail(format!("model '{model}' is not supported")))?;
-        let number = |key: &str| -> Result<usize, Error> {
-            meta.get(key)
+        let number = |k: &str| -> Result<usize, Error> {
+            meta.get(&key(k))
                 .and_then(|v| v.parse().ok())
-                .ok_or_else(|| fail(format!("metadata '{key}' is missing or not a number")))
+                .ok_or_else(|| fail(format!("metadata '{}' is missing or not a number", key(k))))
         };
         let config = ModelConfig {
             arch,
@@ -186,7 +248,10 @@ impl Checkpoint {
             layers: number("layers")?,
             hidden: number("hidden")?,
             out_hidden: number("out_hidden")?,
-            small: None,
+            small: meta
+                .get(&key("small"))
+                .map(|_| number("small"))
+                .transpose()?,
         };
         config.validate().map_err(|e| fail(e.to_string()))?;
 
@@ -231,25 +296,22 @@ impl Checkpoint {
             Ok(flat)
         };
 
-        let params = read_flat("")?;
-        let optimizer = match meta.get("optimizer") {
+        let params = read_flat(prefix)?;
+        let optimizer = match meta.get(&key("optimizer")) {
             Some(name) => Some(OptimizerState {
                 name: name.clone(),
                 step: number("optimizer_step")? as u64,
-                m: read_flat("optimizer.m.")?,
-                v: read_flat("optimizer.v.")?,
+                m: read_flat(&key("optimizer.m."))?,
+                v: read_flat(&key("optimizer.v."))?,
             }),
             None => None,
         };
-        let info = meta
-            .into_iter()
-            .filter(|(k, _)| !MODEL_KEYS.contains(&k.as_str()))
-            .collect();
         Ok(Self {
             config,
             params,
             optimizer,
-            info,
+            info: HashMap::new(),
+            stage1: None,
         })
     }
 

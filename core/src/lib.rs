@@ -12,6 +12,7 @@
 //!   through time.
 //! - [`rnn`]: the Row LSTM and Diagonal BiLSTM layers around the scan.
 //! - [`model`]: the three architectures, their parameters and a CPU reference model.
+//! - [`multiscale`]: the Multi-Scale PixelRNN's two stages, sampled in turn.
 //! - [`network`]: a model recorded on the GPU, training step in one submission.
 //! - [`sample`]: sampling and completion of occluded images, with draws on the GPU.
 //! - [`incremental`]: the incremental sampler, which recomputes only the new pixel.
@@ -28,6 +29,7 @@ pub mod gpu;
 pub mod incremental;
 pub mod lstm;
 pub mod model;
+pub mod multiscale;
 pub mod network;
 pub mod ops;
 pub mod rnn;

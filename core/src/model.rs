@@ -211,8 +211,9 @@ impl ModelConfig {
 }
 
 /// The small image of the Multi-Scale PixelRNN: every `size / small`-th pixel of each
-/// of `images` (`[N, size, size, C]`), from the top left, `[N, small, small, C]`.
-pub fn subsample(images: &[u8], size: usize, channels: usize, small: usize) -> Vec<u8> {
+/// of `images` (`[N, size, size, C]`, bytes or any per-sub-pixel value), from the
+/// top left, `[N, small, small, C]`.
+pub fn subsample<T: Copy>(images: &[T], size: usize, channels: usize, small: usize) -> Vec<T> {
     let f = size / small;
     let mut out = Vec::with_capacity(images.len() / (f * f));
     for image in images.chunks(size * size * channels) {

@@ -14,7 +14,7 @@ use pixelrnn::sample::Completion;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{BenchArgs, BenchTarget};
+use crate::{BenchArgs, BenchTarget, Model};
 
 /// Median seconds of `reps` runs of `f`, after one warm-up run.
 fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -130,14 +130,25 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         subgroups: !a.portable,
     };
     let gpu = pollster::block_on(Gpu::with_options(options))?;
-    let archs: Vec<Arch> = if a.model.is_empty() {
-        Arch::ALL.to_vec()
+    let models = if a.model.is_empty() {
+        let mut all = vec![Model::Pixelcnn, Model::RowLstm, Model::DiagBilstm];
+        if a.target == BenchTarget::Sample {
+            all.push(Model::Multiscale);
+        }
+        all
     } else {
-        a.model.iter().map(|&m| m.into()).collect()
+        a.model.clone()
     };
     if a.target == BenchTarget::Sample {
-        return sampling(&gpu, &archs, &a);
+        return sampling(&gpu, &models, &a);
     }
+    let Some(archs) = models
+        .iter()
+        .map(|m| m.arch())
+        .collect::<Option<Vec<Arch>>>()
+    else {
+        anyhow::bail!("bench train times single-scale models; bench sample times multiscale");
+    };
     let mut measured = Vec::new();
     for arch in archs {
         measured.push(measure(&gpu, shape(arch, &a), &a)?);
@@ -253,39 +264,78 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
 /// plain sampler (timed over the first row of sub-pixels; every step costs the same
 /// whole forward pass) and with the incremental one (timed whole), and of one forward
 /// pass of the batch, in one run.
-fn sampling(gpu: &Gpu, archs: &[Arch], a: &BenchArgs) -> anyhow::Result<()> {
+/// Seconds per image of the plain and the incremental sampler and of one forward pass
+/// of the batch, for `config` (given random small images when it is conditional).
+fn time_sampling(gpu: &Gpu, config: ModelConfig, a: &BenchArgs) -> anyhow::Result<[f64; 3]> {
+    config.validate()?;
+    let params = init_params(&config, 0);
+    let net = Network::new(gpu, config, a.batch, &params, Mode::default())?;
+    let dims = config.dims();
+    let blank = vec![0u8; a.batch * dims];
+    let wait = || {
+        gpu.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("device lost");
+    };
+    net.set_images(&blank)?;
+    if let Some(s) = config.small {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let small: Vec<u8> = (0..a.batch * s * s * config.channels)
+            .map(|_| rng.random())
+            .collect();
+        net.set_small(&small)?;
+    }
+    let forward = median_secs(a.reps, || {
+        net.forward_logits();
+        wait();
+    });
+
+    let steps = config.size * config.channels;
+    let mut plain = Completion::new(&net, blank.clone(), vec![false; blank.len()], 1.0, 0)?;
+    let t = Instant::now();
+    pollster::block_on(plain.advance(&net, steps))?;
+    let naive = t.elapsed().as_secs_f64() / steps as f64 * dims as f64 / a.batch as f64;
+
+    let mut fast = IncrementalSampler::new(&net, blank.clone(), vec![false; blank.len()], 1.0, 0)?;
+    let t = Instant::now();
+    pollster::block_on(fast.advance(gpu, dims))?;
+    let incremental = t.elapsed().as_secs_f64() / a.batch as f64;
+    Ok([naive, incremental, forward])
+}
+
+/// The Multi-Scale PixelRNN benchmarked: Row LSTMs, a 14x14 first stage and a 28x28
+/// second stage given it, at the flags' depth and width.
+fn multiscale_shapes(a: &BenchArgs) -> [ModelConfig; 2] {
+    let full = ModelConfig {
+        small: Some(14),
+        ..shape(Arch::RowLstm, a)
+    };
+    [
+        ModelConfig {
+            size: 14,
+            ..shape(Arch::RowLstm, a)
+        },
+        full,
+    ]
+}
+
+fn sampling(gpu: &Gpu, models: &[Model], a: &BenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
-    for &arch in archs {
-        let config = shape(arch, a);
-        config.validate()?;
-        let params = init_params(&config, 0);
-        let net = Network::new(gpu, config, a.batch, &params, Mode::default())?;
-        let dims = config.dims();
-        let blank = vec![0u8; a.batch * dims];
-        let wait = || {
-            gpu.device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .expect("device lost");
+    for &m in models {
+        let configs = match m.arch() {
+            Some(arch) => vec![shape(arch, a)],
+            None => multiscale_shapes(a).to_vec(),
         };
-        net.set_images(&blank)?;
-        let forward = median_secs(a.reps, || {
-            net.forward_logits();
-            wait();
-        });
-
-        let steps = config.size * config.channels;
-        let mut plain = Completion::new(&net, blank.clone(), vec![false; blank.len()], 1.0, 0)?;
-        let t = Instant::now();
-        pollster::block_on(plain.advance(&net, steps))?;
-        let naive = t.elapsed().as_secs_f64() / steps as f64 * dims as f64 / a.batch as f64;
-
-        let mut fast =
-            IncrementalSampler::new(&net, blank.clone(), vec![false; blank.len()], 1.0, 0)?;
-        let t = Instant::now();
-        pollster::block_on(fast.advance(gpu, dims))?;
-        let incremental = t.elapsed().as_secs_f64() / a.batch as f64;
+        // A multi-scale image costs both stages: each one's times are added.
+        let mut t = [0.0; 3];
+        for config in configs {
+            let stage = time_sampling(gpu, config, a)?;
+            t.iter_mut().zip(stage).for_each(|(a, b)| *a += b);
+        }
+        let [naive, incremental, forward] = t;
+        let name = m.arch().map_or("multiscale", |arch| arch.name());
         rows.push(serde_json::json!({
-            "model": arch.name(),
+            "model": name,
             "batch": a.batch,
             "naive_ms_per_image": naive * 1e3,
             "incremental_ms_per_image": incremental * 1e3,
@@ -298,7 +348,8 @@ fn sampling(gpu: &Gpu, archs: &[Arch], a: &BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "sampling a batch of {} 28x28x1 images, {} layers, h = {}, output {} maps",
+        "sampling a batch of {} 28x28x1 images, {} layers, h = {}, output {} maps \
+         (multiscale: Row LSTMs, 14x14 then 28x28, both stages' times added)",
         a.batch, a.layers, a.hidden, a.out_hidden
     );
     println!(

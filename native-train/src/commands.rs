@@ -10,7 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pixelrnn::checkpoint::{Checkpoint, OptimizerState};
 use pixelrnn::data::{self, Dataset, Source, Split};
 use pixelrnn::gpu::Gpu;
-use pixelrnn::model::{init_params, ModelConfig};
+use pixelrnn::model::{init_params, subsample, Arch, ModelConfig};
+use pixelrnn::multiscale;
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::ops::Optimizer;
 use pixelrnn::sample::{self, Occlusion, SamplerKind};
@@ -73,6 +74,57 @@ fn evaluate(net: &Network, data: &Dataset, label: &str) -> anyhow::Result<f64> {
     Ok(nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len() as f64)
 }
 
+/// One model being trained: the full image's, or a Multi-Scale PixelRNN's first
+/// stage, which learns the subsampled images of the same batches.
+struct Stage {
+    config: ModelConfig,
+    net: Network,
+    eval_net: Network,
+    test: Dataset,
+    /// Prefix of its metric names: "" for the checkpoint's own model, "stage1_".
+    key: &'static str,
+    since_log: u64,
+}
+
+impl Stage {
+    /// This stage's view of `batch`, images of the full size.
+    fn images(&self, batch: &[u8], full: &ModelConfig) -> Vec<u8> {
+        if self.config.size == full.size {
+            batch.to_vec()
+        } else {
+            subsample(batch, full.size, full.channels, self.config.size)
+        }
+    }
+}
+
+/// The configuration `train` builds from its flags and the data, and that of the
+/// first stage when the model is multi-scale.
+fn train_configs(
+    a: &TrainArgs,
+    data: &Dataset,
+) -> anyhow::Result<(ModelConfig, Option<ModelConfig>)> {
+    let config = |arch, size, small| ModelConfig {
+        arch,
+        channels: data.channels,
+        size,
+        layers: a.layers,
+        hidden: a.hidden,
+        out_hidden: a.out_hidden,
+        small,
+    };
+    let Some(arch) = a.model.arch() else {
+        let archs: Vec<Arch> = a.stages.iter().filter_map(|m| m.arch()).collect();
+        let [first, second] = archs[..] else {
+            bail!("--stages takes two of pixelcnn, row-lstm, diag-bilstm, e.g. row-lstm,row-lstm");
+        };
+        let s = a.small_size.unwrap_or(data.size / 2);
+        let full = config(second, data.size, Some(s));
+        full.validate()?;
+        return Ok((full, Some(config(first, s, None))));
+    };
+    Ok((config(arch, data.size, None), None))
+}
+
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
@@ -97,19 +149,14 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(n) = a.limit {
         train_set.truncate(n);
     }
-    let config = match &resumed {
-        Some(c) => c.config,
-        None => ModelConfig {
-            arch: a.model.into(),
-            channels: train_set.channels,
-            size: train_set.size,
-            layers: a.layers,
-            hidden: a.hidden,
-            out_hidden: a.out_hidden,
-            small: None,
-        },
+    let (config, stage1) = match &resumed {
+        Some(c) => (c.config, c.stage1.as_ref().map(|s| s.config)),
+        None => train_configs(&a, &train_set)?,
     };
     config.validate()?;
+    if let Some(s) = &stage1 {
+        s.validate()?;
+    }
     let mut test_set = data::load(
         &source,
         Split::Test,
@@ -130,33 +177,56 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         OptimizerName::Adam => Optimizer::adam(a.lr),
     };
     let gpu = open_gpu()?;
-    let params = match &resumed {
-        Some(c) => c.params.clone(),
-        None => init_params(&config, a.seed),
-    };
     let mode = Mode {
         optimizer: Some(optimizer),
         ..Mode::default()
     };
-    let mut net = Network::new(&gpu, config, a.batch, &params, mode)?;
-    let eval_net = Network::new(
-        &gpu,
-        config,
-        64.min(test_set.len()),
-        &params,
-        Mode::default(),
-    )?;
-    if let Some(state) = resumed.as_ref().and_then(|c| c.optimizer.as_ref()) {
-        if state.name != optimizer.name() {
-            bail!(
-                "{}: trained with {}, resumed with --optimizer {}",
-                last.display(),
-                state.name,
-                optimizer.name()
-            );
+
+    // The checkpoint's own model first, then a multi-scale model's first stage.
+    let mut stages = Vec::new();
+    let models = std::iter::once((config, resumed.as_ref(), "")).chain(stage1.map(|c| {
+        (
+            c,
+            resumed.as_ref().and_then(|r| r.stage1.as_deref()),
+            "stage1_",
+        )
+    }));
+    for (i, (c, from, key)) in models.enumerate() {
+        let params = match from {
+            Some(ckpt) => ckpt.params.clone(),
+            None => init_params(&c, a.seed + i as u64),
+        };
+        let mut net = Network::new(&gpu, c, a.batch, &params, mode)?;
+        let eval_net = Network::new(&gpu, c, 64.min(test_set.len()), &params, Mode::default())?;
+        if let Some(state) = from.and_then(|ckpt| ckpt.optimizer.as_ref()) {
+            if state.name != optimizer.name() {
+                bail!(
+                    "{}: trained with {}, resumed with --optimizer {}",
+                    last.display(),
+                    state.name,
+                    optimizer.name()
+                );
+            }
+            net.write_moments(&state.m, &state.v)?;
+            net.set_step(state.step);
         }
-        net.write_moments(&state.m, &state.v)?;
-        net.set_step(state.step);
+        let test = Dataset {
+            images: if c.size == config.size {
+                test_set.images.clone()
+            } else {
+                subsample(&test_set.images, config.size, config.channels, c.size)
+            },
+            size: c.size,
+            channels: c.channels,
+        };
+        stages.push(Stage {
+            config: c,
+            net,
+            eval_net,
+            test,
+            key,
+            since_log: 0,
+        });
     }
 
     let per_epoch = (train_set.len() / a.batch) as u64;
@@ -165,17 +235,31 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         (None, Some(e)) => e * per_epoch,
         (None, None) => per_epoch,
     };
-    let start = net.step();
+    let start = stages[0].net.step();
     if start >= total {
         println!("{} is already at step {start} of {total}", last.display());
         return Ok(());
     }
+    let described: Vec<String> = stages
+        .iter()
+        .map(|s| {
+            let c = &s.config;
+            let given = c.small.map_or(String::new(), |v| format!(" given {v}x{v}"));
+            format!(
+                "{} of {}x{}{given} ({} layers, h = {}, {} parameters)",
+                c.arch.title(),
+                c.size,
+                c.size,
+                c.layers,
+                c.hidden,
+                c.parameters()
+            )
+        })
+        .rev()
+        .collect();
     println!(
-        "training {} ({} layers, h = {}, {} parameters) on {} images {}x{}x{}, {} on {}",
-        config.arch.title(),
-        config.layers,
-        config.hidden,
-        config.parameters(),
+        "training {} on {} images {}x{}x{}, {} on {}",
+        described.join(", then "),
         train_set.len(),
         config.size,
         config.size,
@@ -189,39 +273,49 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         .append(true)
         .open(a.out.join("metrics.jsonl"))
         .context("cannot open metrics.jsonl")?;
-    let info = |step: u64, test_bpd: Option<f64>| {
+    let info = |step: u64, test_bpd: &[Option<f64>]| {
         let mut m = std::collections::HashMap::new();
         m.insert("data".to_string(), a.data.clone());
         m.insert("seed".to_string(), a.seed.to_string());
         m.insert("lr".to_string(), a.lr.to_string());
         m.insert("batch".to_string(), a.batch.to_string());
         m.insert("step".to_string(), step.to_string());
-        if let Some(b) = test_bpd {
-            m.insert("test_bits_per_dim".to_string(), format!("{b:.4}"));
+        for (stage, b) in stages_keys(test_bpd.len()).iter().zip(test_bpd) {
+            if let Some(b) = b {
+                m.insert(format!("{stage}test_bits_per_dim"), format!("{b:.4}"));
+            }
         }
         m
     };
-    let save = |net: &Network, test_bpd: Option<f64>| -> anyhow::Result<()> {
-        let params = pollster::block_on(net.read_params())?;
-        if params.iter().any(|p| !p.is_finite()) {
-            bail!(
-                "parameters became NaN or infinite by step {}; lower --lr ({} keeps the last good checkpoint)",
-                net.step(),
-                last.display()
-            );
+    let save = |stages: &[Stage], test_bpd: &[Option<f64>]| -> anyhow::Result<()> {
+        let mut ckpts = Vec::new();
+        for stage in stages {
+            let net = &stage.net;
+            let params = pollster::block_on(net.read_params())?;
+            if params.iter().any(|p| !p.is_finite()) {
+                bail!(
+                    "parameters became NaN or infinite by step {}; lower --lr ({} keeps the last good checkpoint)",
+                    net.step(),
+                    last.display()
+                );
+            }
+            let (m, v) = pollster::block_on(net.read_moments())?;
+            ckpts.push(Checkpoint {
+                config: stage.config,
+                params,
+                optimizer: Some(OptimizerState {
+                    name: optimizer.name().into(),
+                    step: net.step(),
+                    m,
+                    v,
+                }),
+                info: Default::default(),
+                stage1: None,
+            });
         }
-        let (m, v) = pollster::block_on(net.read_moments())?;
-        let ckpt = Checkpoint {
-            config,
-            params,
-            optimizer: Some(OptimizerState {
-                name: optimizer.name().into(),
-                step: net.step(),
-                m,
-                v,
-            }),
-            info: info(net.step(), test_bpd),
-        };
+        let mut ckpt = ckpts.remove(0);
+        ckpt.stage1 = ckpts.pop().map(Box::new);
+        ckpt.info = info(stages[0].net.step(), test_bpd);
         Ok(ckpt.save(&last)?)
     };
 
@@ -234,8 +328,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let mut batch = vec![0u8; a.batch * dims];
     let mut order: Vec<usize> = Vec::new();
     let mut epoch = u64::MAX;
-    let mut since_log = 0;
-    let mut test_bpd = None;
+    let mut test_bpd = vec![None; stages.len()];
     let started = Instant::now();
     for step in start..total {
         // The data order of each epoch depends only on the seed and the epoch, so a
@@ -251,62 +344,109 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         for (slot, &i) in order[first..first + a.batch].iter().enumerate() {
             batch[slot * dims..][..dims].copy_from_slice(train_set.image(i));
         }
-        net.set_images(&batch)?;
-        net.train_step();
-        since_log += 1;
+        for stage in &mut stages {
+            let images = stage.images(&batch, &config);
+            stage.net.set_batch(&images)?;
+            stage.net.train_step();
+            stage.since_log += 1;
+        }
 
         let done = step + 1;
         if done % a.log_every == 0 || done == total {
-            let nats = pollster::block_on(net.take_mean_loss(since_log))?;
-            since_log = 0;
-            if !nats.is_finite() {
-                progress.abandon();
-                return Err(pixelrnn::Error::Diverged {
-                    step: done,
-                    value: nats,
+            let mut message = Vec::new();
+            for stage in &mut stages {
+                let nats = pollster::block_on(stage.net.take_mean_loss(stage.since_log))?;
+                stage.since_log = 0;
+                if !nats.is_finite() {
+                    progress.abandon();
+                    return Err(pixelrnn::Error::Diverged {
+                        step: done,
+                        value: nats,
+                    }
+                    .into());
                 }
-                .into());
+                message.push(format!("{}train {:.3}", stage_label(stage.key), bits(nats)));
+                writeln!(
+                    metrics,
+                    "{{\"step\":{done},\"{}train_bits_per_dim\":{:.5}}}",
+                    stage.key,
+                    bits(nats)
+                )?;
             }
             let images_per_s =
                 (done - start) as f64 * a.batch as f64 / started.elapsed().as_secs_f64();
             progress.set_message(format!(
-                "train {:.3} bits/dim, {images_per_s:.1} images/s",
-                bits(nats)
+                "{} bits/dim, {images_per_s:.1} images/s",
+                message.join(", ")
             ));
-            writeln!(
-                metrics,
-                "{{\"step\":{done},\"train_bits_per_dim\":{:.5}}}",
-                bits(nats)
-            )?;
         }
         let eval_now = a.eval_every > 0 && done % a.eval_every == 0;
         if eval_now || done == total {
-            eval_net.copy_params_from(&net);
-            let bpd = bits(evaluate(&eval_net, &test_set, "  test")?);
-            test_bpd = Some(bpd);
-            progress.println(format!(
-                "step {done}: test {bpd:.4} bits/dim ({} images)",
-                test_set.len()
-            ));
-            writeln!(
-                metrics,
-                "{{\"step\":{done},\"test_bits_per_dim\":{bpd:.5}}}"
-            )?;
+            for (stage, slot) in stages.iter().zip(&mut test_bpd) {
+                stage.eval_net.copy_params_from(&stage.net);
+                let label = format!("  {}test", stage_label(stage.key));
+                let bpd = bits(evaluate(&stage.eval_net, &stage.test, &label)?);
+                *slot = Some(bpd);
+                progress.println(format!(
+                    "step {done}: {}test {bpd:.4} bits/dim ({} images{})",
+                    stage_label(stage.key),
+                    stage.test.len(),
+                    given(&stage.config)
+                ));
+                writeln!(
+                    metrics,
+                    "{{\"step\":{done},\"{}test_bits_per_dim\":{bpd:.5}}}",
+                    stage.key
+                )?;
+            }
         }
         if done % a.checkpoint_every == 0 || done == total {
-            save(&net, test_bpd)?;
+            save(&stages, &test_bpd)?;
         }
         progress.set_position(done);
     }
     progress.finish();
+    let tests: Vec<String> = stages
+        .iter()
+        .zip(&test_bpd)
+        .map(|(s, b)| {
+            format!(
+                "{}test {:.4} bits/dim{}",
+                stage_label(s.key),
+                b.unwrap_or(f64::NAN),
+                given(&s.config)
+            )
+        })
+        .collect();
     println!(
-        "done: {} steps in {:.0} s; test {:.4} bits/dim; checkpoint {}",
+        "done: {} steps in {:.0} s; {}; checkpoint {}",
         total - start,
         started.elapsed().as_secs_f64(),
-        test_bpd.unwrap_or(f64::NAN),
+        tests.join(", "),
         last.display()
     );
     Ok(())
+}
+
+/// The metric prefixes of `n` stages: the checkpoint's own model, then the first stage.
+fn stages_keys(n: usize) -> Vec<&'static str> {
+    ["", "stage1_"].into_iter().take(n).collect()
+}
+
+/// How a stage is named in progress lines: nothing for the checkpoint's own model.
+fn stage_label(key: &str) -> &'static str {
+    if key.is_empty() {
+        ""
+    } else {
+        "small "
+    }
+}
+
+/// ", given the true s x s image" for a conditional model.
+fn given(config: &ModelConfig) -> String {
+    config
+        .small
+        .map_or(String::new(), |s| format!(", given the true {s}x{s} image"))
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
@@ -351,19 +491,78 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         }
         write_npy(path, &out, &[images, c, s, s])?;
     }
+
+    // A multi-scale model: the first stage on the subsampled images too.
+    let stage1 = match &ckpt.stage1 {
+        Some(first) => {
+            let c = first.config;
+            let small = subsample(&data.images, config.size, config.channels, c.size);
+            let small_net = Network::new(&gpu, c, net.batch, &first.params, Mode::default())?;
+            let progress = bar(images as u64, "small {bar:30} {pos}/{len} images ETA {eta}");
+            let nll = pollster::block_on(
+                small_net.nll_of(&small, |done, _| progress.set_position(done as u64)),
+            )?;
+            progress.finish_and_clear();
+            Some((first.config, nll.iter().map(|&v| v as f64).sum::<f64>()))
+        }
+        None => None,
+    };
+    let dims = (images * config.dims()) as f64;
+    let two_stage = stage1.map(|(_, small_nats)| bits((nats + small_nats) / dims));
+
     if a.json {
+        let mut o = serde_json::json!({
+            "model": config.arch.name(),
+            "parameters": config.parameters(),
+            "bits_per_dim": bits_per_dim,
+            "nats_per_image": nats_per_image,
+            "images": images,
+            "split": a.split,
+            "data": a.data,
+            "checkpoint": a.checkpoint.display().to_string(),
+        });
+        if let Some((c, small_nats)) = stage1 {
+            o["model"] = "multiscale".into();
+            o["quantity"] = format!(
+                "bits_per_dim: -log2 p(image | its {0}x{0} subsampled image) per sub-pixel, \
+                 the second stage; small_bits_per_dim: -log2 p(small image) per small \
+                 sub-pixel, the first stage; two_stage_bits_per_dim: their sum per \
+                 sub-pixel of the image, an upper bound on -log2 p(image)",
+                c.size
+            )
+            .into();
+            o["stages"] = serde_json::json!([c.arch.name(), config.arch.name()]);
+            o["small_size"] = c.size.into();
+            o["parameters"] = (config.parameters() + c.parameters()).into();
+            o["small_bits_per_dim"] = bits(small_nats / (images * c.dims()) as f64).into();
+            o["two_stage_bits_per_dim"] = two_stage.into();
+        }
+        println!("{o}");
+    } else if let Some((c, small_nats)) = stage1 {
         println!(
-            "{}",
-            serde_json::json!({
-                "model": config.arch.name(),
-                "parameters": config.parameters(),
-                "bits_per_dim": bits_per_dim,
-                "nats_per_image": nats_per_image,
-                "images": images,
-                "split": a.split,
-                "data": a.data,
-                "checkpoint": a.checkpoint.display().to_string(),
-            })
+            "Multi-Scale PixelRNN ({} of {}x{}, then {} of {}x{} given it), {images} {} images:",
+            c.arch.title(),
+            c.size,
+            c.size,
+            config.arch.title(),
+            config.size,
+            config.size,
+            a.split
+        );
+        println!(
+            "  the image given its true {0}x{0} image (second stage): {bits_per_dim:.4} bits/dim, \
+             {nats_per_image:.2} nats/image",
+            c.size
+        );
+        println!(
+            "  the {0}x{0} image (first stage): {1:.4} bits/dim",
+            c.size,
+            bits(small_nats / (images * c.dims()) as f64)
+        );
+        println!(
+            "  both stages: {:.4} bits/dim of the image (-log p(small) - log p(image | small), \
+             an upper bound on -log p(image))",
+            two_stage.unwrap_or(f64::NAN)
         );
     } else {
         println!(
@@ -402,27 +601,44 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let gpu = open_gpu()?;
     let config = ckpt.config;
     let net = Network::new(&gpu, config, a.count, &ckpt.params, Mode::default())?;
-    let progress = bar(
-        config.dims() as u64,
-        "sample {bar:30} {pos}/{len} sub-pixels ETA {eta}",
-    );
+    let small_net = stage1_network(&gpu, &ckpt, a.count)?;
+    let progress = bar(0, "sample {bar:30} {pos}/{len} sub-pixels ETA {eta}");
     let started = Instant::now();
     let mut first_row = None;
     let kind = sampler_kind(a.naive);
-    let images = pollster::block_on(sample::sample(
-        &net,
-        (a.temperature, a.seed),
-        kind,
-        |d, _| {
-            first_row.get_or_insert_with(|| started.elapsed());
-            progress.set_position(d as u64)
-        },
-    ))?;
+    let draw = (a.temperature, a.seed);
+    let mut shown = |d: usize, t: usize| {
+        first_row.get_or_insert_with(|| started.elapsed());
+        progress.set_length(t as u64);
+        progress.set_position(d as u64)
+    };
+    let (images, small) = match &small_net {
+        Some(first) => {
+            let (images, small) =
+                pollster::block_on(multiscale::sample(first, &net, draw, kind, &mut shown))?;
+            (images, Some((small, first.config)))
+        }
+        None => (
+            pollster::block_on(sample::sample(&net, draw, kind, &mut shown))?,
+            None,
+        ),
+    };
     let total = started.elapsed();
     progress.finish_and_clear();
     let cells: Vec<&[u8]> = images.chunks(config.dims()).collect();
     let cols = (a.count as f64).sqrt().ceil() as usize;
     picture::save_grid(&a.out, &cells, cols, config.size, config.channels)?;
+    if let Some((small, c)) = small {
+        let path = small_path(&a.out);
+        let cells: Vec<&[u8]> = small.chunks(c.dims()).collect();
+        picture::save_grid(&path, &cells, cols, c.size, c.channels)?;
+        println!(
+            "the first stage's {}x{} images written to {}",
+            c.size,
+            c.size,
+            path.display()
+        );
+    }
     println!(
         "{} samples written to {} in {:.1} s (first row after {:.0} ms, {:.0} ms per image)",
         a.count,
@@ -432,6 +648,24 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         total.as_secs_f64() * 1e3 / a.count as f64
     );
     Ok(())
+}
+
+/// A multi-scale checkpoint's first stage on the GPU for batches of `batch`.
+fn stage1_network(gpu: &Gpu, ckpt: &Checkpoint, batch: usize) -> anyhow::Result<Option<Network>> {
+    let Some(first) = &ckpt.stage1 else {
+        return Ok(None);
+    };
+    multiscale::check_stages(&first.config, &ckpt.config)?;
+    let net = Network::new(gpu, first.config, batch, &first.params, Mode::default())?;
+    Ok(Some(net))
+}
+
+/// Where the first stage's pictures go: `out` with `-small` before the extension.
+fn small_path(out: &Path) -> std::path::PathBuf {
+    let stem = out
+        .file_stem()
+        .map_or("samples".into(), |s| s.to_string_lossy());
+    out.with_file_name(format!("{stem}-small.png"))
 }
 
 /// The plain sampler with `--naive`, else the fastest the model has.
@@ -489,18 +723,27 @@ pub fn complete(a: CompleteArgs) -> anyhow::Result<()> {
         &ckpt.params,
         Mode::default(),
     )?;
+    let small_net = stage1_network(&gpu, &ckpt, net.batch)?;
     let progress = bar(0, "complete {bar:30} {pos}/{len} sub-pixels ETA {eta}");
-    pollster::block_on(sample::complete(
-        &net,
-        &mut images,
-        &known,
-        (a.temperature, a.seed),
-        sampler_kind(a.naive),
-        |d, t| {
-            progress.set_length(t as u64);
-            progress.set_position(d as u64);
-        },
-    ))?;
+    let shown = |d: usize, t: usize| {
+        progress.set_length(t as u64);
+        progress.set_position(d as u64);
+    };
+    let (draw, kind) = ((a.temperature, a.seed), sampler_kind(a.naive));
+    match &small_net {
+        Some(first) => {
+            let f = multiscale::complete(first, &net, &mut images, &known, draw, kind, shown);
+            pollster::block_on(f)?;
+        }
+        None => pollster::block_on(sample::complete(
+            &net,
+            &mut images,
+            &known,
+            draw,
+            kind,
+            shown,
+        ))?,
+    }
     progress.finish_and_clear();
 
     // With --rank, each image's completions in order of the model's NLL of the whole
@@ -509,10 +752,20 @@ pub fn complete(a: CompleteArgs) -> anyhow::Result<()> {
     let mut order: Vec<usize> = (0..a.count * a.completions).collect();
     if a.rank {
         let nll = pollster::block_on(net.nll_of(&images, |_, _| {}))?;
-        let bits: Vec<f64> = nll
+        let mut nats: Vec<f64> = nll
             .chunks(dims)
-            .map(|c| bits(c.iter().map(|&v| v as f64).sum::<f64>() / dims as f64))
+            .map(|c| c.iter().map(|&v| v as f64).sum::<f64>())
             .collect();
+        // A multi-scale model's likelihood of the image is that of both stages.
+        if let Some(first) = &small_net {
+            let c = first.config;
+            let small = subsample(&images, config.size, config.channels, c.size);
+            let small_nll = pollster::block_on(first.nll_of(&small, |_, _| {}))?;
+            for (n, s) in nats.iter_mut().zip(small_nll.chunks(c.dims())) {
+                *n += s.iter().map(|&v| v as f64).sum::<f64>();
+            }
+        }
+        let bits: Vec<f64> = nats.iter().map(|n| bits(n / dims as f64)).collect();
         for (r, &i) in picks.iter().enumerate() {
             let row = &mut order[r * a.completions..][..a.completions];
             row.sort_by(|&x, &y| bits[x].total_cmp(&bits[y]));
@@ -557,10 +810,15 @@ pub fn complete(a: CompleteArgs) -> anyhow::Result<()> {
 pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     let mut ckpt = load_checkpoint(&a.checkpoint)?;
     ckpt.optimizer = None;
+    let mut parameters = ckpt.config.parameters();
+    if let Some(first) = &mut ckpt.stage1 {
+        first.optimizer = None;
+        parameters += first.config.parameters();
+    }
     ckpt.save(&a.out)?;
     println!(
         "{} parameters of {} written to {}",
-        ckpt.config.parameters(),
+        parameters,
         a.checkpoint.display(),
         a.out.display()
     );

@@ -47,14 +47,20 @@ enum Model {
     RowLstm,
     /// 7x7 mask-A convolution, Diagonal BiLSTM layers (skewed, both directions).
     DiagBilstm,
+    /// Multi-Scale PixelRNN: a model of a subsampled image, then one of the full image
+    /// given it (the two stages' architectures: --stages).
+    Multiscale,
 }
 
-impl From<Model> for pixelrnn::model::Arch {
-    fn from(m: Model) -> Self {
-        match m {
-            Model::Pixelcnn => Self::PixelCnn,
-            Model::RowLstm => Self::RowLstm,
-            Model::DiagBilstm => Self::DiagBiLstm,
+impl Model {
+    /// The architecture of a single-scale model, None for the multi-scale one.
+    fn arch(self) -> Option<pixelrnn::model::Arch> {
+        use pixelrnn::model::Arch;
+        match self {
+            Model::Pixelcnn => Some(Arch::PixelCnn),
+            Model::RowLstm => Some(Arch::RowLstm),
+            Model::DiagBilstm => Some(Arch::DiagBiLstm),
+            Model::Multiscale => None,
         }
     }
 }
@@ -73,6 +79,19 @@ struct TrainArgs {
     /// Architecture.
     #[arg(long, value_enum, default_value = "pixelcnn")]
     model: Model,
+    /// With --model multiscale: the architectures of the small image's model and of
+    /// the full image's conditional model.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "row-lstm,row-lstm"
+    )]
+    stages: Vec<Model>,
+    /// With --model multiscale: the small image's size, the image size divided by a
+    /// power of two (default: half the image size).
+    #[arg(long)]
+    small_size: Option<usize>,
     /// fashion-mnist[:DIR], cifar10:DIR or images:DIR.
     #[arg(long, default_value = "fashion-mnist")]
     data: String,
