@@ -37,6 +37,7 @@ fn checkpoint() -> Checkpoint {
             v,
         }),
         info: HashMap::from([("data".to_string(), "fashion-mnist".to_string())]),
+        stage1: None,
     }
 }
 
@@ -123,6 +124,7 @@ fn recurrent_checkpoints_round_trip_with_documented_names() {
             params: params.clone(),
             optimizer: None,
             info: HashMap::new(),
+            stage1: None,
         };
         let bytes = ck.to_bytes().unwrap();
         let back = Checkpoint::from_bytes(&bytes, "x.safetensors").unwrap();
@@ -152,6 +154,69 @@ fn recurrent_checkpoints_round_trip_with_documented_names() {
         }
         assert_eq!(st.names().len(), 6 + 2 * (4 * dirs.len() + 2));
     }
+}
+
+/// A Multi-Scale PixelRNN checkpoint round-trips with both stages (and both
+/// optimizers' state): the first stage under `stage1.`, the second stage's
+/// conditioning under its documented names; a first stage of the wrong size is named.
+#[test]
+fn multiscale_checkpoints_round_trip_with_documented_names() {
+    let full = ModelConfig {
+        arch: Arch::DiagBiLstm,
+        size: 12,
+        small: Some(3),
+        ..config()
+    };
+    let small = ModelConfig {
+        arch: Arch::RowLstm,
+        size: 3,
+        ..config()
+    };
+    let stage = |c: ModelConfig, seed| {
+        let params = init_params(&c, seed);
+        Checkpoint {
+            config: c,
+            optimizer: Some(OptimizerState {
+                name: "adam".into(),
+                step: seed,
+                m: params.iter().map(|p| p * 0.5).collect(),
+                v: params.iter().map(|p| p * p).collect(),
+            }),
+            params,
+            info: HashMap::new(),
+            stage1: None,
+        }
+    };
+    let mut ck = stage(full, 4);
+    ck.info.insert("seed".into(), "4".into());
+    ck.stage1 = Some(Box::new(stage(small, 5)));
+    let bytes = ck.to_bytes().unwrap();
+    let back = Checkpoint::from_bytes(&bytes, "ms.safetensors").unwrap();
+    assert_eq!(back, ck);
+
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shape = |n: &str| st.tensor(n).unwrap().shape().to_vec();
+    // 12 / 3 = 4: two doubling layers, 3 colours to h = 12 maps, then 12 to 12.
+    assert_eq!(shape("upsample0.weight"), [4, 4, 3, 12]);
+    assert_eq!(shape("upsample0.bias"), [12]);
+    assert_eq!(shape("upsample1.weight"), [4, 4, 12, 12]);
+    for l in 0..2 {
+        for d in ["lr", "rl"] {
+            assert_eq!(shape(&format!("layer{l}.{d}.cond.weight")), [48, 12, 1, 1]);
+        }
+    }
+    assert_eq!(shape("stage1.layer0.is.weight"), [48, 24, 3, 3]);
+    assert_eq!(shape("stage1.optimizer.m.layer0.is.weight"), [48, 24, 3, 3]);
+
+    // The first stage must model the small images the second is conditioned on.
+    let mut wrong = ck.clone();
+    wrong.stage1 = Some(Box::new(stage(ModelConfig { size: 6, ..small }, 5)));
+    let bytes = wrong.to_bytes().unwrap();
+    let msg = checkpoint_error(
+        Checkpoint::from_bytes(&bytes, "bad.safetensors"),
+        "bad.safetensors",
+    );
+    assert!(msg.contains("6x6") && msg.contains("3x3"), "{msg}");
 }
 
 #[test]

@@ -516,11 +516,15 @@ fn gpu_conditional_models_are_causal_and_see_the_small_image() {
 #[test]
 fn masked_weights_stay_zero_through_training() {
     let gpu = gpu();
-    let runs = Arch::ALL
-        .into_iter()
-        .flat_map(|a| [(a, Optimizer::rmsprop(1e-3)), (a, Optimizer::adam(1e-3))]);
-    for (arch, optimizer) in runs {
-        let config = small(arch, 3);
+    let runs = Arch::ALL.into_iter().flat_map(|a| {
+        [
+            (small(a, 3), Optimizer::rmsprop(1e-3)),
+            (small(a, 3), Optimizer::adam(1e-3)),
+            (conditional(a, 3), Optimizer::rmsprop(1e-3)),
+        ]
+    });
+    for (config, optimizer) in runs {
+        let arch = config.arch;
         let layout = ParamLayout::new(&config);
         let params = init_params(&config, 41);
         let batch = 4;
@@ -530,7 +534,7 @@ fn masked_weights_stay_zero_through_training() {
             ..Mode::default()
         };
         let mut net = Network::new(&gpu, config, batch, &params, mode).unwrap();
-        net.set_images(&images).unwrap();
+        net.set_batch(&images).unwrap();
         net.train_step();
         let first = pollster::block_on(net.take_mean_loss(1)).unwrap();
         for _ in 0..20 {

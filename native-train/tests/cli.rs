@@ -315,6 +315,131 @@ fn eval_bits(checkpoint: &Path, data: &str, limit: usize, model: &str) -> f64 {
     bits
 }
 
+/// The Multi-Scale PixelRNN through every command: both stages train and resume
+/// into one checkpoint; eval names its three quantities, which add up; sample writes
+/// both stages' pictures, the same with --naive; ranked completions come in order;
+/// export drops both optimizers' state.
+#[test]
+fn multiscale_trains_resumes_evaluates_samples_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = format!("fashion-mnist:{}", s(&dataset(dir.path())));
+    let run = dir.path().join("run");
+    let last = run.join("last.safetensors");
+    let stages = ["--stages", "pixelcnn,diag-bilstm", "--small-size", "4"];
+    let out = train_model("multiscale", &data, &run, 2, &stages);
+    assert!(
+        out.contains("PixelCNN of 4x4") && out.contains("Diagonal BiLSTM of 8x8 given 4x4"),
+        "{out}"
+    );
+    let out = train_model("multiscale", &data, &run, 4, &["--resume"]);
+    assert!(out.contains("small test"), "{out}");
+    let ck = Checkpoint::load(&last).unwrap();
+    let first = ck.stage1.as_ref().expect("a first stage");
+    assert_eq!(ck.config.small, Some(4));
+    assert_eq!(
+        (first.config.arch.name(), first.config.size),
+        ("pixelcnn", 4)
+    );
+    assert_eq!(ck.optimizer.as_ref().unwrap().step, 4);
+    assert_eq!(first.optimizer.as_ref().unwrap().step, 4);
+
+    let out = succeed(&[
+        "eval",
+        "--checkpoint",
+        s(&last),
+        "--data",
+        &data,
+        "--limit",
+        "4",
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(json["model"], "multiscale", "{json}");
+    assert!(json["quantity"].as_str().unwrap().contains("4x4"), "{json}");
+    let f = |k: &str| json[k].as_f64().expect(k);
+    let (full, small, both) = (
+        f("bits_per_dim"),
+        f("small_bits_per_dim"),
+        f("two_stage_bits_per_dim"),
+    );
+    // 64 sub-pixels of the image, 16 of the small one.
+    let sum = (64.0 * full + 16.0 * small) / 64.0;
+    assert!((both - sum).abs() < 1e-6 * sum, "{json}");
+    let text = succeed(&[
+        "eval",
+        "--checkpoint",
+        s(&last),
+        "--data",
+        &data,
+        "--limit",
+        "4",
+    ]);
+    assert!(text.contains("given its true 4x4 image"), "{text}");
+
+    let (fast, naive) = (dir.path().join("fast.png"), dir.path().join("naive.png"));
+    for (png, extra) in [(&fast, None), (&naive, Some("--naive"))] {
+        let mut args = vec![
+            "sample",
+            "--checkpoint",
+            s(&last),
+            "--count",
+            "2",
+            "--seed",
+            "5",
+        ];
+        args.extend(["--out", s(png)]);
+        args.extend(extra);
+        let out = succeed(&args);
+        assert!(out.contains("4x4 images written"), "{out}");
+    }
+    for name in ["fast", "fast-small"] {
+        let a = std::fs::read(dir.path().join(format!("{name}.png"))).unwrap();
+        let b = std::fs::read(
+            dir.path()
+                .join(format!("{}.png", name.replace("fast", "naive"))),
+        );
+        assert_eq!(a, b.unwrap(), "{name}: the samplers drew different images");
+    }
+    assert!(image::open(&fast).unwrap().width() > 2 * SIZE as u32);
+
+    let completions = dir.path().join("completions.png");
+    let out = succeed(&[
+        "complete",
+        "--checkpoint",
+        s(&last),
+        "--data",
+        &data,
+        "--count",
+        "1",
+        "--completions",
+        "3",
+        "--rank",
+        "--out",
+        s(&completions),
+    ]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("completions at"))
+        .expect(&out);
+    let bits: Vec<f64> = line
+        .split("completions at ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(" bits/dim"))
+        .expect(line)
+        .split(", ")
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(bits.len(), 3, "{line}");
+    assert!(bits.windows(2).all(|w| w[0] <= w[1]), "{line}");
+
+    let weights = dir.path().join("weights.safetensors");
+    succeed(&["export", "--checkpoint", s(&last), "--out", s(&weights)]);
+    let exported = Checkpoint::load(&weights).unwrap();
+    assert!(exported.optimizer.is_none());
+    assert!(exported.stage1.as_ref().unwrap().optimizer.is_none());
+    assert_eq!(exported.stage1.unwrap().params, first.params);
+}
+
 /// The Row LSTM and the Diagonal BiLSTM through every command: train, resume, eval,
 /// sample and complete.
 #[test]
@@ -478,6 +603,23 @@ fn bad_input_gets_one_line_naming_it() {
         &["nowhere", "train-images-idx3-ubyte"],
     );
     eval(&last, "mnist", &["'mnist'"]);
+
+    // A multi-scale model with one stage, or a small image that does not divide it.
+    let multiscale = |extra: &[&str], names: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--model",
+            "multiscale",
+            "--data",
+            &data,
+            "--out",
+            s(&run),
+        ];
+        args.extend(extra);
+        fail(&args, names)
+    };
+    multiscale(&["--stages", "pixelcnn"], &["--stages"]);
+    multiscale(&["--small-size", "3"], &["small image size = 3"]);
 
     // A corrupt dataset file: the header promises more than the file holds.
     let broken = dir.path().join("broken");
@@ -651,7 +793,7 @@ fn bench_reports_throughput_of_every_model_and_both_kernel_variants() {
 }
 
 /// `bench sample --json` prints one list with each model's plain and incremental
-/// sampling time per image.
+/// sampling time per image, the multi-scale model's included.
 #[test]
 fn bench_sample_reports_both_samplers() {
     let out = succeed(&[
@@ -672,7 +814,7 @@ fn bench_sample_reports_both_samplers() {
     let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let rows = json.as_array().expect("a list");
     let names: Vec<_> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
-    assert_eq!(names, ["pixelcnn", "row-lstm", "diag-bilstm"]);
+    assert_eq!(names, ["pixelcnn", "row-lstm", "diag-bilstm", "multiscale"]);
     for r in rows {
         let naive = r["naive_ms_per_image"].as_f64().unwrap();
         assert!(naive.is_finite() && naive > 0.0, "{r}");
