@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Evaluates a pixelrnn checkpoint (PixelCNN, Row LSTM or Diagonal BiLSTM) with numpy
-alone, as docs/checkpoint.md describes, and prints the mean NLL in bits/dim (and, with --per-pixel, writes the same
-[N, C, H, W] array of -log2 p as `pixelrnn eval --per-pixel`).
+"""Evaluates a pixelrnn checkpoint (PixelCNN, Row LSTM, Diagonal BiLSTM or
+Multi-Scale PixelRNN) with numpy alone, as docs/checkpoint.md describes, and prints
+the mean NLL in bits/dim (and, with --per-pixel, writes the same [N, C, H, W] array of
+-log2 p as `pixelrnn eval --per-pixel`). For a multi-scale checkpoint that is the
+second stage's NLL given the true small image; the first stage's and both stages'
+are printed too.
 
     python3 scripts/reference_eval.py runs/main/pixelcnn/last.safetensors \
         /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz --limit 100
@@ -51,6 +54,38 @@ def relu(x):
     return np.maximum(x, 0)
 
 
+def deconv(x, tensors, name, stride=2, pad=1):
+    """Transposed convolution: x [N, C_in, s, s] -> [N, C_out, (s - 1) stride - 2 pad + k]
+    with weights [k, k, C_in, C_out]: input pixel (iy, ix) adds w[ky, kx] x to output
+    (iy stride + ky - pad, ix stride + kx - pad)."""
+    w, b = tensors[name + ".weight"], tensors[name + ".bias"]
+    k = w.shape[0]
+    n, _, s, _ = x.shape
+    full = (s - 1) * stride + k
+    y = np.zeros((n, w.shape[3], full, full), np.float32)
+    for ky in range(k):
+        for kx in range(k):
+            y[:, :, ky : ky + stride * s : stride, kx : kx + stride * s : stride] += np.einsum(
+                "io,nihw->nohw", w[ky, kx], x
+            )
+    m = full - 2 * pad
+    return y[:, :, pad : pad + m, pad : pad + m] + b[None, :, None, None]
+
+
+def conditioning(meta, tensors, images):
+    """A conditional model's upsampled maps [N, h, H, W] of the images' subsampled
+    small images (every (H / s)-th pixel from the top left), or None."""
+    if "small" not in meta:
+        return None
+    f = images.shape[2] // int(meta["small"])
+    u = images[:, :, ::f, ::f].astype(np.float32) / 127.5 - 1.0
+    j = 0
+    while f"upsample{j}.weight" in tensors:
+        u = relu(deconv(u, tensors, f"upsample{j}"))
+        j += 1
+    return u
+
+
 def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
@@ -82,16 +117,22 @@ def lstm_scan(z, ss, init, t0):
     return out
 
 
-def row_lstm(h, tensors, name):
+def input_to_state(h, tensors, name, u):
+    """K^is of direction `name` over h, plus the conditioning term when u is given."""
+    z = conv(h, tensors, name + ".is")
+    return z if u is None else z + conv(u, tensors, name + ".cond")
+
+
+def row_lstm(h, tensors, name, u):
     """States [N, n, H, W] of a Row LSTM layer over the residual stream h."""
-    z = conv(h, tensors, name + ".is").transpose(0, 2, 3, 1)  # rows are the steps
+    z = input_to_state(h, tensors, name, u).transpose(0, 2, 3, 1)  # rows are the steps
     states = lstm_scan(z, tensors[name + ".ss.weight"], tensors[name + ".init"], -1)
     return states.transpose(0, 3, 1, 2)
 
 
-def diagonal_lstm(h, tensors, name, mirror):
+def diagonal_lstm(h, tensors, name, mirror, u):
     """States [N, n, H, W] of one direction of a Diagonal BiLSTM layer."""
-    z = conv(h, tensors, name + ".is").transpose(0, 2, 3, 1)  # [N, H, W, 4n]
+    z = input_to_state(h, tensors, name, u).transpose(0, 2, 3, 1)  # [N, H, W, 4n]
     if mirror:
         z = z[:, :, ::-1]
     images, rows, cols, gates = z.shape
@@ -110,18 +151,21 @@ def nll_bits(meta, tensors, images):
     c = int(meta["channels"])
     model = meta["model"]
     x = images.astype(np.float32) / 127.5 - 1.0
+    u = conditioning(meta, tensors, images)
     h = conv(x, tensors, "input")
     for l in range(int(meta["layers"])):
         if model == "pixelcnn":
-            r = relu(conv(relu(h), tensors, f"block{l}.conv1"))
-            r = relu(conv(r, tensors, f"block{l}.conv2"))
+            r = conv(relu(h), tensors, f"block{l}.conv1")
+            if u is not None:
+                r = r + conv(u, tensors, f"block{l}.cond")
+            r = relu(conv(relu(r), tensors, f"block{l}.conv2"))
             h = h + conv(r, tensors, f"block{l}.conv3")
             continue
         if model == "row-lstm":
-            states = row_lstm(h, tensors, f"layer{l}")
+            states = row_lstm(h, tensors, f"layer{l}", u)
         else:
-            lr = diagonal_lstm(h, tensors, f"layer{l}.lr", mirror=False)
-            rl = diagonal_lstm(h, tensors, f"layer{l}.rl", mirror=True)
+            lr = diagonal_lstm(h, tensors, f"layer{l}.lr", False, u)
+            rl = diagonal_lstm(h, tensors, f"layer{l}.rl", True, u)
             # The right-to-left states move down one row before they are added.
             down = np.zeros_like(rl)
             down[:, :, 1:] = rl[:, :, :-1]
@@ -153,10 +197,23 @@ def main():
     a = p.parse_args()
     meta, tensors = load_safetensors(a.checkpoint)
     images = read_idx(a.idx)[: a.limit]
-    bits = np.concatenate([nll_bits(meta, tensors, images[i : i + 50]) for i in range(0, len(images), 50)])
+    def evaluate(meta, tensors, images):
+        return np.concatenate(
+            [nll_bits(meta, tensors, images[i : i + 50]) for i in range(0, len(images), 50)]
+        )
+
+    bits = evaluate(meta, tensors, images)
     if a.per_pixel:
         np.save(a.per_pixel, bits)
-    print(json.dumps({"bits_per_dim": float(bits.mean()), "images": len(images)}))
+    out = {"bits_per_dim": float(bits.mean()), "images": len(images)}
+    if "stage1.model" in meta:
+        # The first stage, under the stage1. prefix, on the subsampled images.
+        strip = lambda d: {k[len("stage1.") :]: v for k, v in d.items() if k.startswith("stage1.")}
+        f = images.shape[2] // int(meta["small"])
+        small = evaluate(strip(meta), strip(tensors), images[:, :, ::f, ::f])
+        out["small_bits_per_dim"] = float(small.mean())
+        out["two_stage_bits_per_dim"] = float((bits.sum() + small.sum()) / bits.size)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -316,7 +316,8 @@ fn eval_bits(checkpoint: &Path, data: &str, limit: usize, model: &str) -> f64 {
 }
 
 /// The Multi-Scale PixelRNN through every command: both stages train and resume
-/// into one checkpoint; eval names its three quantities, which add up; sample writes
+/// into one checkpoint; eval names its three quantities, which add up, and agrees
+/// with the numpy evaluator; sample writes
 /// both stages' pictures, the same with --naive; ranked completions come in order;
 /// export drops both optimizers' state.
 #[test]
@@ -375,6 +376,16 @@ fn multiscale_trains_resumes_evaluates_samples_and_completes() {
         "4",
     ]);
     assert!(text.contains("given its true 4x4 image"), "{text}");
+
+    // The numpy evaluator, written from docs/checkpoint.md, agrees on the second
+    // stage's NLL of every sub-pixel given the true small image.
+    let ours = dir.path().join("ours.npy");
+    let mut args = vec!["eval", "--checkpoint", s(&last), "--data", &data];
+    args.extend(["--limit", "4", "--per-pixel", s(&ours)]);
+    succeed(&args);
+    let numpy = reference_eval(&last, &dir.path().join("data/t10k-images-idx3-ubyte"), 4);
+    let worst = max_gap(&read_npy(&ours).1, &numpy);
+    assert!(worst < 1e-3, "multiscale: numpy and pixelrnn differ by {worst} bits");
 
     let (fast, naive) = (dir.path().join("fast.png"), dir.path().join("naive.png"));
     for (png, extra) in [(&fast, None), (&naive, Some("--naive"))] {
