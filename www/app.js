@@ -138,9 +138,9 @@ async function loadModel(index) {
   document.body.dataset.model = entry.file;
 }
 
-/** The residual layers of a model, in words. */
-function layersText(d) {
-  switch (d.model) {
+/** The residual layers of a single-scale model of architecture `arch`, in words. */
+function layersText(arch, d) {
+  switch (arch) {
     case "row-lstm":
       return `${d.layers} Row LSTM layers (1 x 3 input-to-state, h = ${d.hidden})`;
     case "diag-bilstm":
@@ -150,19 +150,34 @@ function layersText(d) {
   }
 }
 
+/** A model's architecture, in words; a multi-scale model's two stages. */
+function architectureText(d) {
+  const single = (arch, title, m) =>
+    `${title}: 7x7 mask-A convolution, ${layersText(arch, m)}, output 1x1 layers of ${d.out_hidden} maps`;
+  if (!d.stage1) return single(d.model, d.title, d);
+  const s = d.stage1;
+  return `${d.title}: a ${s.title} of the ${s.size}x${s.size} subsampled image ` +
+    `(${layersText(s.model, s)}), then a ${d.arch_title} of the ${d.size}x${d.size} image given it ` +
+    `(${layersText(d.arch, d)}; the small image, upsampled by transposed convolutions, enters ` +
+    `every layer's input-to-state convolution)`;
+}
+
 function showModelInfo(entry, d, bytes) {
+  const parameters = d.parameters + (d.stage1?.parameters ?? 0);
   const rows = [
-    ["Architecture", `${d.title}: 7x7 mask-A convolution, ${layersText(d)}, output 1x1 layers of ${d.out_hidden} maps`],
-    ["Parameters", d.parameters.toLocaleString("en")],
+    ["Architecture", architectureText(d)],
+    ["Parameters", parameters.toLocaleString("en")],
     ["Images", `${d.size}x${d.size}, ${d.channels === 1 ? "grey" : "RGB"}, 256 levels`],
     ["Trained on", entry.dataset],
-    ["Test NLL", `${entry.test_bits_per_dim.toFixed(3)} bits/dim`],
+    ["Test NLL", entry.test_nll ?? `${entry.test_bits_per_dim.toFixed(3)} bits/dim`],
     ["Training", entry.trained],
     ["Command", `<code>${entry.command}</code>`],
     ["File", `${entry.file} (${(bytes / 1024).toFixed(0)} KiB)`],
     ["Running on", `${d.adapter}${d.subgroup_kernels ? ", subgroup kernels" : ""}`],
   ];
   $("model-info").innerHTML = rows.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("");
+  const given = d.stage1 ? `, given its subsampled ${d.stage1.size}x${d.stage1.size} image` : "";
+  $("surprise-given").textContent = given;
 }
 
 // ---- Sampling ----
@@ -214,7 +229,7 @@ async function sample() {
       first ??= performance.now() - started;
       const images = sampler.images();
       canvases.forEach((c, i) => draw(c, images.subarray(i * dims, (i + 1) * dims), size, channels));
-      status.textContent = `pixel ${sampler.done() / channels} of ${size * size}`;
+      status.textContent = `pixel ${sampler.done() / channels} of ${sampler.total() / channels}`;
       if (finished) break;
     }
   } finally {

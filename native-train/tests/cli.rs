@@ -385,7 +385,10 @@ fn multiscale_trains_resumes_evaluates_samples_and_completes() {
     succeed(&args);
     let numpy = reference_eval(&last, &dir.path().join("data/t10k-images-idx3-ubyte"), 4);
     let worst = max_gap(&read_npy(&ours).1, &numpy);
-    assert!(worst < 1e-3, "multiscale: numpy and pixelrnn differ by {worst} bits");
+    assert!(
+        worst < 1e-3,
+        "multiscale: numpy and pixelrnn differ by {worst} bits"
+    );
 
     let (fast, naive) = (dir.path().join("fast.png"), dir.path().join("naive.png"));
     for (png, extra) in [(&fast, None), (&naive, Some("--naive"))] {

@@ -11,7 +11,8 @@ use std::f64::consts::LN_2;
 use pixelrnn::checkpoint::Checkpoint;
 use pixelrnn::data::from_dynamic;
 use pixelrnn::gpu::Gpu;
-use pixelrnn::model::ModelConfig;
+use pixelrnn::model::{subsample, ModelConfig};
+use pixelrnn::multiscale;
 use pixelrnn::network::{Mode, Network};
 use pixelrnn::sample::{self, SamplerKind};
 use wasm_bindgen::prelude::*;
@@ -34,6 +35,14 @@ pub struct Model {
     checkpoint: Checkpoint,
     /// A one-image network for likelihoods.
     scorer: Network,
+}
+
+/// What a sampler of a Multi-Scale PixelRNN keeps for its second stage while the
+/// first stage draws the small images.
+struct SecondStage {
+    net: Network,
+    images: Vec<u8>,
+    known: Vec<bool>,
 }
 
 #[wasm_bindgen]
@@ -70,9 +79,27 @@ impl Model {
             "" => "the browser's WebGPU adapter".to_string(),
             name => name.to_string(),
         };
+        let stage1 = self.checkpoint.stage1.as_ref().map(|first| {
+            let f = first.config;
+            serde_json::json!({
+                "model": f.arch.name(),
+                "title": f.arch.title(),
+                "size": f.size,
+                "layers": f.layers,
+                "hidden": f.hidden,
+                "parameters": f.parameters(),
+            })
+        });
+        let (model, title) = match &stage1 {
+            Some(_) => ("multiscale", "Multi-Scale PixelRNN"),
+            None => (c.arch.name(), c.arch.title()),
+        };
         serde_json::json!({
-            "model": c.arch.name(),
-            "title": c.arch.title(),
+            "model": model,
+            "title": title,
+            "arch": c.arch.name(),
+            "arch_title": c.arch.title(),
+            "stage1": stage1,
             "channels": c.channels,
             "size": c.size,
             "layers": c.layers,
@@ -97,7 +124,9 @@ impl Model {
         Ok(from_dynamic(&picture.into(), c.channels, c.size))
     }
 
-    /// -log2 p of every sub-pixel of `image` (`[H, W, C]` bytes), in the same order.
+    /// -log2 p of every sub-pixel of `image` (`[H, W, C]` bytes), in the same order;
+    /// for a multi-scale model, under its second stage given the image's own
+    /// subsampled small image.
     pub async fn surprise(&self, image: Vec<u8>) -> Result<Vec<f32>, JsError> {
         let nats = self.scorer.nll_of(&image, |_, _| {}).await.map_err(js)?;
         Ok(nats.iter().map(|&v| (v as f64 / LN_2) as f32).collect())
@@ -119,12 +148,51 @@ impl Model {
         seed: u64,
         temperature: f32,
     ) -> Result<Sampler, JsError> {
-        let net = network(&self.gpu, &self.checkpoint, count.max(1))?;
-        let known = known.iter().map(|&k| k != 0).collect();
+        let batch = count.max(1);
+        let net = network(&self.gpu, &self.checkpoint, batch)?;
+        let known: Vec<bool> = known.iter().map(|&k| k != 0).collect();
         let draw = (temperature, seed);
+        let c = self.config();
+        let total = c.dims();
+
+        // A multi-scale model draws the small images first, with its first stage.
+        if let Some(first) = &self.checkpoint.stage1 {
+            let f = first.config;
+            multiscale::check_stages(&f, &c).map_err(js)?;
+            let small_net = network(&self.gpu, first, batch)?;
+            let small = subsample(&images, c.size, c.channels, f.size);
+            let small_known = subsample(&known, c.size, c.channels, f.size);
+            let completion = sample::Sampler::new(
+                &small_net,
+                small,
+                small_known,
+                draw,
+                SamplerKind::Incremental,
+            )
+            .map_err(js)?;
+            return Ok(Sampler {
+                net: small_net,
+                completion,
+                second: Some(SecondStage { net, images, known }),
+                draw,
+                full: c,
+                done_before: 0,
+                total: f.dims() + c.dims(),
+                small: None,
+            });
+        }
         let completion = sample::Sampler::new(&net, images, known, draw, SamplerKind::Incremental)
             .map_err(js)?;
-        Ok(Sampler { net, completion })
+        Ok(Sampler {
+            net,
+            completion,
+            second: None,
+            draw,
+            full: c,
+            done_before: 0,
+            total,
+            small: None,
+        })
     }
 }
 
@@ -146,11 +214,22 @@ fn network(gpu: &Gpu, checkpoint: &Checkpoint, batch: usize) -> Result<Network, 
 }
 
 /// Images being drawn sub-pixel by sub-pixel in raster order, with the incremental
-/// sampler where the model has one.
+/// sampler; for a multi-scale model, the small images first, then the full ones.
 #[wasm_bindgen]
 pub struct Sampler {
+    /// The network of the stage now drawing.
     net: Network,
     completion: sample::Sampler,
+    /// A multi-scale model's second stage, until the first has finished.
+    second: Option<SecondStage>,
+    draw: (f32, u64),
+    /// The full images' model.
+    full: ModelConfig,
+    /// Steps of finished stages.
+    done_before: usize,
+    total: usize,
+    /// A multi-scale model's drawn small images and their size, once drawn.
+    small: Option<(Vec<u8>, usize)>,
 }
 
 #[wasm_bindgen]
@@ -158,24 +237,68 @@ impl Sampler {
     /// Runs up to `positions` more sub-pixel steps of every image; resolves to
     /// whether the images are finished.
     pub async fn advance(&mut self, positions: usize) -> Result<bool, JsError> {
-        self.completion
+        let finished = self
+            .completion
             .advance(&self.net, positions)
             .await
-            .map_err(js)
+            .map_err(js)?;
+        let Some(second) = self.second.take().filter(|_| finished) else {
+            return Ok(finished && self.second.is_none());
+        };
+
+        // The small images are drawn: the second stage starts, given them.
+        let small = self.completion.images().to_vec();
+        second.net.set_small(&small).map_err(js)?;
+        let s = self.net.config.size;
+        self.done_before = self.net.config.dims();
+        self.completion = sample::Sampler::new(
+            &second.net,
+            second.images,
+            second.known,
+            self.draw,
+            SamplerKind::Incremental,
+        )
+        .map_err(js)?;
+        self.net = second.net;
+        self.small = Some((small, s));
+        Ok(false)
     }
 
-    /// The images as drawn so far, `[count, H, W, C]` bytes.
+    /// The images as drawn so far, `[count, H, W, C]` bytes. While a multi-scale
+    /// model draws, the small images, enlarged, stand in for what is not drawn yet.
     pub fn images(&self) -> Vec<u8> {
-        self.completion.images().to_vec()
+        let f = self.full;
+        let now = self.completion.images();
+        let (small, s, drawn) = match (&self.small, &self.second) {
+            (Some((small, s)), _) => (small.as_slice(), *s, self.completion.progress().0),
+            (None, Some(_)) => (now, self.net.config.size, 0),
+            (None, None) => return now.to_vec(),
+        };
+        let dims = f.dims();
+        let step = f.size / s;
+        let mut out = if drawn > 0 {
+            now.to_vec()
+        } else {
+            vec![0; self.net.batch * dims]
+        };
+        for (b, image) in out.chunks_mut(dims).enumerate() {
+            for (i, v) in image.iter_mut().enumerate().skip(drawn) {
+                let (pixel, c) = (i / f.channels, i % f.channels);
+                let (r, q) = (pixel / f.size / step, pixel % f.size / step);
+                *v = small[(b * s * s + r * s + q) * f.channels + c];
+            }
+        }
+        out
     }
 
-    /// Sub-pixel steps taken so far.
+    /// Sub-pixel steps taken so far (of both stages; a step fills one sub-pixel of
+    /// every image).
     pub fn done(&self) -> usize {
-        self.completion.progress().0
+        self.done_before + self.completion.progress().0
     }
 
-    /// Sub-pixel steps in all.
+    /// Sub-pixel steps in all (of both stages).
     pub fn total(&self) -> usize {
-        self.completion.progress().1
+        self.total
     }
 }

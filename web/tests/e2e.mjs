@@ -216,6 +216,37 @@ async function main() {
       assert.ok(bottom.some((v) => v > 0) && distinct(bottom) > 5, "the bottom half was not filled");
     }
     assert.ok(row[0].slice(half).every((v) => v === 128), "the occluded image shows the hole");
+
+    // The multi-scale model: the page scores an image as the native second stage does
+    // (given its subsampled image), and its two stages draw what they draw natively.
+    const ms = models.findIndex((m) => m.file.includes("multiscale"));
+    assert.ok(ms >= 0, "no multi-scale model is shipped");
+    const msFile = models[ms].file;
+    await page.selectOption("#model", String(ms));
+    await page.waitForFunction((file) => document.body.dataset.model === file || document.body.dataset.error,
+      msFile, { timeout: 120_000 });
+    assert.equal(await page.evaluate(() => document.body.dataset.error), undefined);
+    const msBits = Number(await page.getAttribute("#nll", "data-bits-per-dim"));
+    const msOurs = JSON.parse(native(["eval", "--checkpoint", msFile, "--data", "fashion-mnist",
+      "--limit", "1", "--json"]));
+    assert.equal(msOurs.model, "multiscale");
+    console.log(`multi-scale NLL of test image 0: browser ${msBits}, native ${msOurs.bits_per_dim} bits/dim`);
+    assert.ok(Math.abs(msBits - msOurs.bits_per_dim) / msOurs.bits_per_dim < 1e-4,
+      "browser and native multi-scale NLL differ");
+    await page.fill("#count", "1");
+    await page.click("#sample");
+    await finished(page, "sample-status");
+    const msStatus = await page.$eval("#sample-status", (s) => ({ ...s.dataset }));
+    timings.browser_multiscale_ms_per_image = Number(msStatus.totalMs);
+    await page.screenshot({ path: join(shots, "sample-multiscale.png"), fullPage: true });
+    const [msSample] = await canvases(page, "#samples canvas");
+    const msPng = join(shots, "native-multiscale.png");
+    native(["sample", "--checkpoint", msFile, "--count", "1", "--seed", String(SEED),
+      "--temperature", "1", "--out", msPng]);
+    const [msNative] = await gridCells(page, readFileSync(msPng), 1, size);
+    const msSame = msSample.filter((v, p) => v === msNative[p]).length;
+    assert.equal(msSame, msSample.length,
+      `multi-scale sample: ${msSame} of ${msSample.length} pixels agree with the native sample`);
     assert.deepEqual(errors, [], "uncaught errors on the page");
 
     // A broken checkpoint: the page names the file and what is wrong with it.
