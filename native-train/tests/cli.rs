@@ -294,6 +294,40 @@ fn train_resume_eval_sample_and_complete() {
     assert_eq!(w, 4 * pitch + gap, "4 columns");
 }
 
+/// Runs `complete --rank` of one test image with three completions into `png`: they
+/// must come most likely first, with their bits/dim.
+fn ranked_completions(checkpoint: &Path, data: &str, png: &Path) {
+    let out = succeed(&[
+        "complete",
+        "--checkpoint",
+        s(checkpoint),
+        "--data",
+        data,
+        "--count",
+        "1",
+        "--completions",
+        "3",
+        "--rank",
+        "--out",
+        s(png),
+    ]);
+    assert!(image::open(png).unwrap().width() > 5 * SIZE as u32);
+    let line = out
+        .lines()
+        .find(|l| l.contains("completions at"))
+        .expect(&out);
+    let bits: Vec<f64> = line
+        .split("completions at ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(" bits/dim"))
+        .expect(line)
+        .split(", ")
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(bits.len(), 3, "{line}");
+    assert!(bits.windows(2).all(|w| w[0] <= w[1]), "{line}");
+}
+
 /// The mean test bits/dim of a checkpoint on `data`, with `eval --json`, which must
 /// name `model`.
 fn eval_bits(checkpoint: &Path, data: &str, limit: usize, model: &str) -> f64 {
@@ -416,35 +450,7 @@ fn multiscale_trains_resumes_evaluates_samples_and_completes() {
     }
     assert!(image::open(&fast).unwrap().width() > 2 * SIZE as u32);
 
-    let completions = dir.path().join("completions.png");
-    let out = succeed(&[
-        "complete",
-        "--checkpoint",
-        s(&last),
-        "--data",
-        &data,
-        "--count",
-        "1",
-        "--completions",
-        "3",
-        "--rank",
-        "--out",
-        s(&completions),
-    ]);
-    let line = out
-        .lines()
-        .find(|l| l.contains("completions at"))
-        .expect(&out);
-    let bits: Vec<f64> = line
-        .split("completions at ")
-        .nth(1)
-        .and_then(|rest| rest.strip_suffix(" bits/dim"))
-        .expect(line)
-        .split(", ")
-        .map(|v| v.parse().unwrap())
-        .collect();
-    assert_eq!(bits.len(), 3, "{line}");
-    assert!(bits.windows(2).all(|w| w[0] <= w[1]), "{line}");
+    ranked_completions(&last, &data, &dir.path().join("completions.png"));
 
     let weights = dir.path().join("weights.safetensors");
     succeed(&["export", "--checkpoint", s(&last), "--out", s(&weights)]);
@@ -508,37 +514,7 @@ fn recurrent_models_train_resume_eval_sample_and_complete() {
             s(&samples),
         ]);
         assert!(image::open(&samples).unwrap().width() > 2 * SIZE as u32);
-        // Ranked completions come most likely first, with their bits/dim.
-        let completions = dir.path().join("completions.png");
-        let out = succeed(&[
-            "complete",
-            "--checkpoint",
-            s(&last),
-            "--data",
-            &data,
-            "--count",
-            "1",
-            "--completions",
-            "3",
-            "--rank",
-            "--out",
-            s(&completions),
-        ]);
-        assert!(image::open(&completions).unwrap().width() > 5 * SIZE as u32);
-        let line = out
-            .lines()
-            .find(|l| l.contains("completions at"))
-            .expect(&out);
-        let bits: Vec<f64> = line
-            .split("completions at ")
-            .nth(1)
-            .and_then(|rest| rest.strip_suffix(" bits/dim"))
-            .expect(line)
-            .split(", ")
-            .map(|v| v.parse().unwrap())
-            .collect();
-        assert_eq!(bits.len(), 3, "{line}");
-        assert!(bits.windows(2).all(|w| w[0] <= w[1]), "{line}");
+        ranked_completions(&last, &data, &dir.path().join("completions.png"));
     }
 }
 
