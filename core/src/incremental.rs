@@ -61,7 +61,8 @@ pub struct IncrementalSampler {
 impl IncrementalSampler {
     /// Starts filling every sub-pixel of `images` (`[batch, H, W, C]`) whose `known`
     /// entry is false, with `net`'s parameters; known sub-pixels stay and condition
-    /// what follows them.
+    /// what follows them. A conditional model is conditioned on the small images set
+    /// with [`Network::set_small`] before this call.
     pub fn new(
         net: &Network,
         images: Vec<u8>,

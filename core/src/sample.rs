@@ -194,7 +194,8 @@ pub struct Completion {
 impl Completion {
     /// Starts filling every sub-pixel of `images` (`[batch, H, W, C]`) whose `known`
     /// entry is false. Known sub-pixels stay as they are and condition what follows
-    /// them.
+    /// them. A conditional model is conditioned on the small images set with
+    /// [`Network::set_small`].
     pub fn new(
         net: &Network,
         images: Vec<u8>,
