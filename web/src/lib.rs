@@ -242,8 +242,11 @@ impl Sampler {
             .advance(&self.net, positions)
             .await
             .map_err(js)?;
-        let Some(second) = self.second.take().filter(|_| finished) else {
-            return Ok(finished && self.second.is_none());
+        if !finished {
+            return Ok(false);
+        }
+        let Some(second) = self.second.take() else {
+            return Ok(true);
         };
 
         // The small images are drawn: the second stage starts, given them.
