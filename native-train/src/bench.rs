@@ -55,6 +55,11 @@ fn run_and_wait(gpu: &Gpu, dispatches: &[Dispatch]) {
 /// multiply-adds, with PixelCNN's convolution kernels timed alone.
 struct Measured {
     config: ModelConfig,
+    /// The model's name and title: the architecture's, or the multi-scale model's.
+    name: &'static str,
+    title: &'static str,
+    /// Trainable values (both stages' for the multi-scale model).
+    parameters: usize,
     gpu_step: f64,
     cpu_step: f64,
     /// Multiply-adds of one training step of the batch: forward, and the backward
@@ -75,7 +80,7 @@ fn measure(gpu: &Gpu, config: ModelConfig, a: &BenchArgs) -> anyhow::Result<Meas
         ..Mode::default()
     };
     let mut net = Network::new(gpu, config, a.batch, &params, mode)?;
-    net.set_images(&images)?;
+    net.set_batch(&images)?;
 
     // Whole GPU training step: forward, loss, backward, update; one submission.
     let gpu_step = median_secs(a.reps, || {
@@ -118,6 +123,9 @@ fn measure(gpu: &Gpu, config: ModelConfig, a: &BenchArgs) -> anyhow::Result<Meas
 
     Ok(Measured {
         config,
+        name: config.arch.name(),
+        title: config.arch.title(),
+        parameters: config.parameters(),
         gpu_step,
         cpu_step,
         step_macs: 3 * config.forward_macs() * a.batch,
@@ -131,26 +139,35 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     };
     let gpu = pollster::block_on(Gpu::with_options(options))?;
     let models = if a.model.is_empty() {
-        let mut all = vec![Model::Pixelcnn, Model::RowLstm, Model::DiagBilstm];
-        if a.target == BenchTarget::Sample {
-            all.push(Model::Multiscale);
-        }
-        all
+        vec![
+            Model::Pixelcnn,
+            Model::RowLstm,
+            Model::DiagBilstm,
+            Model::Multiscale,
+        ]
     } else {
         a.model.clone()
     };
     if a.target == BenchTarget::Sample {
         return sampling(&gpu, &models, &a);
     }
-    let Some(archs) = models
-        .iter()
-        .map(|m| m.arch())
-        .collect::<Option<Vec<Arch>>>()
-    else {
-        anyhow::bail!("bench train times single-scale models; bench sample times multiscale");
-    };
     let mut measured = Vec::new();
-    for arch in archs {
+    for m in models {
+        let Some(arch) = m.arch() else {
+            // Both stages' steps, on the same batch.
+            let [small, full] = multiscale_shapes(&a);
+            let (first, second) = (measure(&gpu, small, &a)?, measure(&gpu, full, &a)?);
+            measured.push(Measured {
+                name: "multiscale",
+                title: "Multi-Scale PixelRNN",
+                parameters: first.parameters + second.parameters,
+                gpu_step: first.gpu_step + second.gpu_step,
+                cpu_step: first.cpu_step + second.cpu_step,
+                step_macs: first.step_macs + second.step_macs,
+                ..second
+            });
+            continue;
+        };
         measured.push(measure(&gpu, shape(arch, &a), &a)?);
     }
     let torch = match measured.iter().any(|m| m.config.arch == Arch::PixelCnn) {
@@ -164,8 +181,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         .iter()
         .map(|m| {
             let mut o = serde_json::json!({
-                "model": m.config.arch.name(),
-                "parameters": m.config.parameters(),
+                "model": m.name,
+                "parameters": m.parameters,
                 "gpu_step_s": m.gpu_step,
                 "gpu_images_per_s": images_per_s(m.gpu_step),
                 "gpu_step_gflops": gflops(m.step_macs, m.gpu_step),
@@ -221,7 +238,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         println!("{name:<34} {:>10.2} {per_s:>12} {rate:>10}", secs * 1e3);
     };
     for m in &measured {
-        let title = m.config.arch.title();
+        let title = m.title;
         row(&format!("{title}: GPU step"), m.gpu_step, Some(m.step_macs));
         row(
             &format!("{title}: CPU reference"),
@@ -246,7 +263,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     for m in &measured {
         println!(
             "{}: GPU step {:.1}x the CPU reference, {:.2}x the fastest model's time",
-            m.config.arch.title(),
+            m.title,
             m.cpu_step / m.gpu_step,
             m.gpu_step / fastest
         );

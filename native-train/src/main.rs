@@ -260,7 +260,8 @@ struct BenchArgs {
     /// What to time.
     #[arg(value_enum, default_value = "train")]
     target: BenchTarget,
-    /// Architectures to time, in one run (default: all three).
+    /// Models to time, in one run (default: all four; the multi-scale model is two
+    /// Row LSTMs, 14x14 then 28x28 given it, both stages timed and added).
     #[arg(long, value_enum, value_delimiter = ',')]
     model: Vec<Model>,
     /// Residual blocks or recurrent layers.

@@ -755,7 +755,11 @@ fn bench_reports_throughput_of_every_model_and_both_kernel_variants() {
             .iter()
             .map(|m| m["model"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["pixelcnn", "row-lstm", "diag-bilstm"], "{json}");
+        assert_eq!(
+            names,
+            ["pixelcnn", "row-lstm", "diag-bilstm", "multiscale"],
+            "{json}"
+        );
         for m in models {
             let mut keys = vec![
                 "gpu_step_s",
