@@ -247,6 +247,19 @@ async function main() {
     const msSame = msSample.filter((v, p) => v === msNative[p]).length;
     assert.equal(msSame, msSample.length,
       `multi-scale sample: ${msSame} of ${msSample.length} pixels agree with the native sample`);
+    // And completes a bottom half with both stages, keeping the top half.
+    await page.click("#examples canvas:nth-child(2)");
+    await page.click("#bottom-half");
+    await page.click("#complete");
+    await finished(page, "complete-status");
+    await page.screenshot({ path: join(shots, "complete-multiscale.png"), fullPage: true });
+    const msRow = await canvases(page, "#completed canvas");
+    assert.equal(msRow.length, 4, "occluded, 2 completions, original");
+    for (const done of msRow.slice(1, 3)) {
+      assert.deepEqual(done.slice(0, half), msRow[3].slice(0, half), "multi-scale: the known top half changed");
+      const bottom = done.slice(half);
+      assert.ok(bottom.some((v) => v > 0) && distinct(bottom) > 5, "multi-scale: the bottom half was not filled");
+    }
     assert.deepEqual(errors, [], "uncaught errors on the page");
 
     // A broken checkpoint: the page names the file and what is wrong with it.
