@@ -97,7 +97,9 @@ impl IncrementalSampler {
             done: 0,
             op,
         };
-        // A conditional model's terms, from the small images the caller has set.
+        // A conditional model's terms, from the small images the caller has set. The
+        // recurrent models' steps read them in place in `net`, so nothing else may
+        // run `net` while this sampler does.
         gpu::submit(gpu, &[net.cond_dispatches()]);
         if config.arch == Arch::PixelCnn {
             let step = vec![pixelcnn_step(net, &images, &op), op.advance.clone()];
@@ -361,7 +363,7 @@ const NO_MAP: u32 = u32::MAX;
 const STEP_IMAGES: usize = 8;
 
 /// The whole step of a PixelCNN at the cursor's pixel as one launch, a workgroup per
-/// image: every convolution, each into its own map of one arena buffer (the input
+/// [`STEP_IMAGES`] images: every convolution, each into its own map of one arena buffer (the input
 /// first, holding `images`), then the draw.
 fn pixelcnn_step(net: &Network, images: &[u8], op: &DrawOp) -> Dispatch {
     let gpu = net.gpu();

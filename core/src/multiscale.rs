@@ -10,6 +10,13 @@ use crate::network::Network;
 use crate::sample::{self, SamplerKind};
 use crate::Error;
 
+/// The seed of the second stage's draws for `seed`, the first stage's: another
+/// seed, so that small-image sub-pixel i and full-image sub-pixel i, unrelated
+/// positions, do not draw with the same random number.
+pub fn second_stage_seed(seed: u64) -> u64 {
+    seed ^ 0x9e37_79b9_7f4a_7c15
+}
+
 /// Checks that `small` models the small images `full` is conditioned on.
 pub fn check_stages(small: &ModelConfig, full: &ModelConfig) -> Result<(), Error> {
     if full.small != Some(small.size) || small.channels != full.channels || small.small.is_some() {
@@ -48,16 +55,18 @@ pub async fn complete(
             small_net.batch, full_net.batch
         )));
     }
-    let total = s.dims() + f.dims();
     let mut small = subsample(images, f.size, f.channels, s.size);
     let small_known = subsample(known, f.size, f.channels, s.size);
+    let first = kind.steps(&small_known, small_net.batch, s.dims());
+    let total = first + kind.steps(known, full_net.batch, f.dims());
     sample::complete(small_net, &mut small, &small_known, draw, kind, |d, _| {
         progress(d, total)
     })
     .await?;
     full_net.set_small(&small)?;
-    sample::complete(full_net, images, known, draw, kind, |d, _| {
-        progress(s.dims() + d, total)
+    let second = (draw.0, second_stage_seed(draw.1));
+    sample::complete(full_net, images, known, second, kind, |d, _| {
+        progress(first + d, total)
     })
     .await?;
     Ok(small)

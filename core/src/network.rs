@@ -191,7 +191,9 @@ impl Network {
         let mut conv_kernels = ConvKernels::default();
         let macs = |i: usize| layout.convs[i].shape.macs(p);
 
-        // A conditional model's upsampling of the small images and its terms.
+        // A conditional model's upsampling of the small images and its terms, at the
+        // start of every forward pass (the plain sampler's too, which recomputes
+        // them each step; the incremental sampler computes them once).
         let cond = config
             .small
             .map(|_| Conditioning::new(gpu, &config, &layout, batch, (&params_buf, &grads), mode));

@@ -163,6 +163,14 @@ impl DrawOp {
     }
 }
 
+/// The sub-pixel positions (within an image of `dims`) that some image of the batch
+/// must draw: those not known in every image.
+fn open_positions(known: &[bool], batch: usize, dims: usize) -> Vec<usize> {
+    (0..dims)
+        .filter(|&i| (0..batch).any(|b| !known[b * dims + i]))
+        .collect()
+}
+
 /// Checks that `images` and `known` each hold one value per sub-pixel of `net`'s batch.
 pub(crate) fn check_batch(net: &Network, images: &[u8], known: &[bool]) -> Result<(), Error> {
     let want = net.batch * net.config.dims();
@@ -206,9 +214,7 @@ impl Completion {
         check_batch(net, &images, &known)?;
         let dims = net.config.dims();
         let batch = net.batch;
-        let open: Vec<usize> = (0..dims)
-            .filter(|&i| (0..batch).any(|b| !known[b * dims + i]))
-            .collect();
+        let open = open_positions(&known, batch, dims);
         net.set_images(&images)?;
         let op = DrawOp::new(
             net.gpu(),
@@ -283,6 +289,18 @@ pub enum Sampler {
     Plain(Completion),
     /// The incremental sampler.
     Incremental(IncrementalSampler),
+}
+
+impl SamplerKind {
+    /// The steps this sampler takes to fill the sub-pixels of a batch of `batch`
+    /// images of `dims` that `known` leaves open: one per sub-pixel for the
+    /// incremental sampler, one per open position for the plain one.
+    pub fn steps(self, known: &[bool], batch: usize, dims: usize) -> usize {
+        match self {
+            Self::Plain => open_positions(known, batch, dims).len(),
+            Self::Incremental => dims,
+        }
+    }
 }
 
 impl Sampler {

@@ -601,7 +601,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let gpu = open_gpu()?;
     let config = ckpt.config;
     let net = Network::new(&gpu, config, a.count, &ckpt.params, Mode::default())?;
-    let small_net = stage1_network(&gpu, &ckpt, a.count)?;
+    let small_net = stage1_network(&gpu, &ckpt, &a.checkpoint, a.count)?;
     let progress = bar(0, "sample {bar:30} {pos}/{len} sub-pixels ETA {eta}");
     let started = Instant::now();
     let mut first_row = None;
@@ -651,8 +651,19 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
 }
 
 /// A multi-scale checkpoint's first stage on the GPU for batches of `batch`.
-fn stage1_network(gpu: &Gpu, ckpt: &Checkpoint, batch: usize) -> anyhow::Result<Option<Network>> {
+fn stage1_network(
+    gpu: &Gpu,
+    ckpt: &Checkpoint,
+    path: &Path,
+    batch: usize,
+) -> anyhow::Result<Option<Network>> {
     let Some(first) = &ckpt.stage1 else {
+        if let Some(s) = ckpt.config.small {
+            bail!(
+                "{}: a model conditioned on {s}x{s} images without the first stage that draws them",
+                path.display()
+            );
+        }
         return Ok(None);
     };
     multiscale::check_stages(&first.config, &ckpt.config)?;
@@ -723,7 +734,7 @@ pub fn complete(a: CompleteArgs) -> anyhow::Result<()> {
         &ckpt.params,
         Mode::default(),
     )?;
-    let small_net = stage1_network(&gpu, &ckpt, net.batch)?;
+    let small_net = stage1_network(&gpu, &ckpt, &a.checkpoint, net.batch)?;
     let progress = bar(0, "complete {bar:30} {pos}/{len} sub-pixels ETA {eta}");
     let shown = |d: usize, t: usize| {
         progress.set_length(t as u64);

@@ -458,6 +458,17 @@ fn multiscale_trains_resumes_evaluates_samples_and_completes() {
     assert!(exported.optimizer.is_none());
     assert!(exported.stage1.as_ref().unwrap().optimizer.is_none());
     assert_eq!(exported.stage1.unwrap().params, first.params);
+
+    // The second stage alone cannot sample: nothing would draw its small images.
+    let mut alone = Checkpoint::load(&last).unwrap();
+    alone.stage1 = None;
+    let second = dir.path().join("second.safetensors");
+    alone.save(&second).unwrap();
+    let png = dir.path().join("alone.png");
+    fail(
+        &["sample", "--checkpoint", s(&second), "--out", s(&png)],
+        &["second.safetensors", "4x4", "first stage"],
+    );
 }
 
 /// The Row LSTM and the Diagonal BiLSTM through every command: train, resume, eval,

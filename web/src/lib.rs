@@ -181,6 +181,11 @@ impl Model {
                 small: None,
             });
         }
+        if let Some(s) = c.small {
+            return Err(JsError::new(&format!(
+                "a model conditioned on {s}x{s} images without the first stage that draws them"
+            )));
+        }
         let completion = sample::Sampler::new(&net, images, known, draw, SamplerKind::Incremental)
             .map_err(js)?;
         Ok(Sampler {
@@ -258,7 +263,7 @@ impl Sampler {
             &second.net,
             second.images,
             second.known,
-            self.draw,
+            (self.draw.0, multiscale::second_stage_seed(self.draw.1)),
             SamplerKind::Incremental,
         )
         .map_err(js)?;
